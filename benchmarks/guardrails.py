@@ -1,0 +1,170 @@
+"""Benchmark the prompt guardrail on the held-out prompts: block rate on red-team, false positives on benign.
+
+    python benchmarks/guardrails.py            # ~20 s on 2 CPU cores
+
+Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (incl. shared-word prompts such
+as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
+
+Sets:
+- held-out split of incasa/safety/data/prompts.jsonl: concepts never seen in training, in any language
+  (the classifier never saw them; the lexicons were written by the same author who wrote these prompts, so
+  the lexicon columns are optimistic — see the "classifier only" ablation for a clean number);
+- fresh_eval.jsonl: 130 prompts written after the lexicons and thresholds were frozen, paraphrasing the
+  categories in new ways; never used for tuning. It shows how the guardrail does on unseen phrasing.
+
+"Blocked" counts action == "block" under the default policy; "flagged" counts block or warn.
+Writes benchmarks/results/guardrails.json (device, date, commit).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from incasa.safety.classifier import load_model
+from incasa.safety.lexicon import load_lexicons, match
+from incasa.safety.normalize import normalize
+from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
+from incasa.safety.promptset import DATA_DIR, LANGUAGES, load_prompt_set
+
+RESULTS = Path(__file__).parent / "results" / "guardrails.json"
+
+
+def commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def rate(hits: int, total: int) -> float:
+    return hits / total if total else float("nan")
+
+
+def evaluate(rows: list[dict], decide) -> dict:
+    """Per (category, language) block rates on red-team, per language false-positive rates on benign."""
+    red, benign = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    flagged_red, flagged_benign, errors = [0, 0], [0, 0], []
+    for row in rows:
+        action = decide(row["text"])
+        blocked = action == "block"
+        if row["label"] == "benign":
+            for key in (row["lang"], "all", "tricky" if row["tricky"] else "ordinary"):
+                benign[key][0] += blocked
+                benign[key][1] += 1
+            flagged_benign[0] += action != "allow"
+            flagged_benign[1] += 1
+            if blocked:
+                errors.append(("false positive", row["id"], row["text"]))
+        else:
+            for key in ((row["label"], row["lang"]), (row["label"], "all"), ("all", row["lang"]), ("all", "all")):
+                red[key][0] += blocked
+                red[key][1] += 1
+            if row.get("obfuscation"):
+                red[("obfuscated", "all")][0] += blocked
+                red[("obfuscated", "all")][1] += 1
+            flagged_red[0] += action != "allow"
+            flagged_red[1] += 1
+            if not blocked:
+                errors.append((f"missed ({action})", row["id"], row["text"]))
+    return {
+        "red_team_block_rate": {f"{c}/{lang}": rate(*v) for (c, lang), v in sorted(red.items())},
+        "red_team_counts": {f"{c}/{lang}": v for (c, lang), v in sorted(red.items())},
+        "benign_false_positive_rate": {k: rate(*v) for k, v in sorted(benign.items())},
+        "benign_counts": {k: v for k, v in sorted(benign.items())},
+        "red_team_flag_rate": rate(*flagged_red),
+        "benign_flag_rate": rate(*flagged_benign),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    console = Console()
+    policy = load_policy()
+    lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
+    held_out = [r for r in load_prompt_set() if r["split"] == "test"]
+    fresh = [json.loads(line) for line in (DATA_DIR / "fresh_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    def full(text: str) -> str:
+        return check_prompt(text, policy).action
+
+    def lexicon_only(text: str) -> str:
+        hits = match(normalize(text), lexicons)
+        return "block" if any(h.score >= policy.block_threshold for c, h in hits.items() if c in HARD_CATEGORIES) else "allow"
+
+    def classifier_only(text: str) -> str:
+        return "block" if 1.0 - model.predict_proba(text)["benign"] >= model.threshold else "allow"
+
+    check_prompt("warm-up", policy)
+    timings = []
+    for row in held_out:
+        start = time.perf_counter()
+        check_prompt(row["text"], policy)
+        timings.append((time.perf_counter() - start) * 1000)
+
+    results = {
+        "held_out": evaluate(held_out, full),
+        "held_out_lexicon_only": evaluate(held_out, lexicon_only),
+        "held_out_classifier_only": evaluate(held_out, classifier_only),
+        "fresh": evaluate(fresh, full),
+        "fresh_lexicon_only": evaluate(fresh, lexicon_only),
+        "fresh_classifier_only": evaluate(fresh, classifier_only),
+    }
+    latency = {"mean_ms": statistics.mean(timings), "p95_ms": sorted(timings)[int(0.95 * len(timings))], "max_ms": max(timings)}
+
+    main_result = results["held_out"]
+    table = Table(title=f"Held-out red-team block rate (n per cell = {main_result['red_team_counts']['minors_sexual/en'][1]})")
+    table.add_column("category")
+    for lang in (*LANGUAGES, "all"):
+        table.add_column(lang, justify="right")
+    for category in (*HARD_CATEGORIES, "all"):
+        table.add_row(category, *[f"{main_result['red_team_block_rate'][f'{category}/{lang}']:.0%}" for lang in (*LANGUAGES, "all")])
+    console.print(table)
+    fp = main_result["benign_false_positive_rate"]
+    console.print("benign false positives (held-out): " + ", ".join(
+        f"{k} {fp[k]:.1%} ({main_result['benign_counts'][k][0]}/{main_result['benign_counts'][k][1]})" for k in (*LANGUAGES, "tricky", "ordinary", "all")))
+    console.print(f"obfuscated red-team blocked: {main_result['red_team_block_rate']['obfuscated/all']:.1%}")
+
+    summary = Table(title="Ablations and the fresh set")
+    summary.add_column("set")
+    for column in ("red-team blocked", "benign FP", "red-team flagged (block|warn)", "benign flagged"):
+        summary.add_column(column, justify="right")
+    for name, result in results.items():
+        summary.add_row(name, f"{result['red_team_block_rate']['all/all']:.1%}", f"{result['benign_false_positive_rate']['all']:.1%}",
+                        f"{result['red_team_flag_rate']:.1%}", f"{result['benign_flag_rate']:.1%}")
+    console.print(summary)
+    console.print(f"latency per prompt: mean {latency['mean_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms, max {latency['max_ms']:.2f} ms")
+    console.print("held-out errors:")
+    for kind, row_id, text in main_result["errors"]:
+        console.print(f"  {kind}: {row_id}: {text!r}")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "guardrails",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "device": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "policy": {"block_threshold": policy.block_threshold, "warn_threshold": policy.warn_threshold, "classifier_threshold": model.threshold},
+        "latency": latency,
+        **results,
+    }
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, RESULTS)
+    console.print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

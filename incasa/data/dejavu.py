@@ -1,0 +1,309 @@
+"""The deja-vu filter: reject candidates that are copies of images already seen, in this run or any earlier one.
+
+Three tests, cheapest first:
+
+1. **exact** — the sha256 of the file bytes is already in the index (a dict lookup);
+2. **near** — the candidate's *embedding* has a neighbour in the ANN index (usearch, cosine) whose similarity is at
+   least ``embed_threshold``; or at least ``embed_loose`` *and* the two 64-bit perceptual hashes (pHash) differ in at
+   most ``hash_threshold`` bits. The hash vetoes nothing; it rescues copies the embedding alone scores too low.
+
+Both the embedding and the pHash are computed for the image and its mirror, so a horizontal flip is a copy.
+
+The embedding needs no pretrained network. A 548-number raw descriptor (16×16 luminance, 8×8 chroma, a 4×4×8
+gradient-orientation histogram, a global chroma histogram) is projected to 64 dimensions by *learned whitening*
+(Radenović et al., TPAMI 2018): whiten the within-copy covariance measured on augmented images, then keep the
+directions along which different images differ most. The projection ``dejavu_projection.safetensors`` ships in the
+package; ``benchmarks/dejavu.py --fit`` re-fits it on OpenMoji + Twemoji artwork and tests on Noto (a different
+style), so the benchmark numbers are not measured on the training set.
+
+The index persists in a folder: ``index-<v>.usearch`` + ``meta-<v>.parquet`` (key, sha256, pHash, run id per label)
+and a ``CURRENT`` pointer, replaced atomically last, naming the version and the committed runs. A run killed before
+it writes ``CURRENT`` leaves the previous version intact; entries of the run being repeated are dropped on load, so a
+re-run never sees its own images as "already seen".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PROJECTION_FILE = Path(__file__).with_name("dejavu_projection.safetensors")
+DESCRIPTOR_VERSION = "raw548-lw64-v1"
+EMBED_DIM = 64
+
+
+@dataclass(frozen=True)
+class DejaVuConfig:
+    """Thresholds of the near-duplicate test (cosine similarity of embeddings, Hamming distance of pHashes)."""
+
+    embed_threshold: float = 0.97
+    embed_loose: float = 0.90
+    hash_threshold: int = 4
+    num_neighbours: int = 8
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.embed_loose <= self.embed_threshold <= 1.0:
+            raise ValueError("need -1 <= embed_loose <= embed_threshold <= 1")
+        if not 0 <= self.hash_threshold <= 64:
+            raise ValueError("hash_threshold counts differing bits of a 64-bit hash: 0..64")
+
+
+# --- descriptors ---------------------------------------------------------------------------------------------------
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m.astype(np.float32)
+
+
+_DCT32 = _dct_matrix(32)
+_Y = np.array([0.299, 0.587, 0.114], np.float32)
+_CB = np.array([-0.1687, -0.3313, 0.5], np.float32)
+_CR = np.array([0.5, -0.4187, -0.0813], np.float32)
+_CELL_I, _CELL_J = np.indices((32, 32)) // 8
+
+
+def small_rgb(image: Image.Image) -> np.ndarray:
+    """The image flattened onto white and box-filtered to 32×32, as float32 in [0, 1]: the input of every descriptor."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        image = canvas
+    return np.asarray(image.convert("RGB").resize((32, 32), Image.BOX), dtype=np.float32) / 255.0  # 32,32,3
+
+
+def phash(rgb_32: np.ndarray) -> int:
+    """The classic 64-bit pHash (same recipe as imagehash.phash): 8×8 lowest DCT terms above their median."""
+    low = (_DCT32 @ (rgb_32 @ _Y) @ _DCT32.T)[:8, :8]
+    bits = (low > np.median(low)).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def raw_descriptor(rgb_32: np.ndarray) -> np.ndarray:
+    """548 numbers: 16×16 luminance (zero-mean, unit-norm), 8×8 Cb/Cr, 4×4×8 gradient orientations, chroma histogram."""
+    y, cb, cr = rgb_32 @ _Y, rgb_32 @ _CB, rgb_32 @ _CR
+    g16 = y.reshape(16, 2, 16, 2).mean((1, 3))
+    g16 = g16 - g16.mean()
+    g16 /= np.linalg.norm(g16) + 1e-3
+    c8 = np.stack([cb, cr]).reshape(2, 8, 4, 8, 4).mean((2, 4))
+    gy, gx = np.gradient(y)
+    # orientation modulo pi (contrast polarity ignored), 8 bins, magnitude-weighted per 8x8-pixel cell
+    bins = np.minimum(((np.arctan2(gy, gx) % np.pi) / np.pi * 8).astype(np.int64), 7)
+    hog = np.zeros((4, 4, 8), np.float32)
+    np.add.at(hog, (_CELL_I, _CELL_J, bins), np.hypot(gx, gy))
+    hog = hog.ravel() / (np.linalg.norm(hog) + 1e-3)
+    hist = np.histogram2d(cb.ravel(), cr.ravel(), bins=6, range=[[-0.5, 0.5], [-0.5, 0.5]])[0].ravel() / 1024
+    return np.concatenate([g16.ravel(), c8.ravel() * 2, hog, np.sqrt(hist)]).astype(np.float32)
+
+
+def fit_projection(raw_NF: np.ndarray, image_id_N: np.ndarray, dim: int = EMBED_DIM, ridge: float = 1e-4
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Learned whitening from augmented copies: rows with the same ``image_id`` are copies of one image.
+
+    Returns (mean_F, W_FD): whiten the within-image (copy) covariance, then rotate onto the top ``dim`` directions
+    of the between-image covariance in that whitened space.
+    """
+    ids, inverse = np.unique(image_id_N, return_inverse=True)
+    if len(ids) <= dim:
+        raise ValueError(f"need more than {dim} distinct images to fit a {dim}-d projection, got {len(ids)}")
+    raw = raw_NF.astype(np.float64)
+    mean = raw.mean(0)
+    centroids = np.zeros((len(ids), raw.shape[1]))
+    np.add.at(centroids, inverse, raw)
+    centroids /= np.bincount(inverse)[:, None]
+    within = raw - centroids[inverse]
+    cov_w = within.T @ within / len(raw) + ridge * np.eye(raw.shape[1])
+    ev, vecs = np.linalg.eigh(cov_w)
+    whiten = vecs / np.sqrt(ev)
+    between = (centroids - mean) @ whiten
+    ev_b, vecs_b = np.linalg.eigh(between.T @ between / len(ids))
+    top = vecs_b[:, np.argsort(ev_b)[::-1][:dim]]
+    return mean.astype(np.float32), (whiten @ top).astype(np.float32)
+
+
+def save_projection(path: Path, mean: np.ndarray, w: np.ndarray) -> None:
+    from safetensors.numpy import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({"mean": mean, "W": w}, str(tmp), metadata={"descriptor": DESCRIPTOR_VERSION})
+    tmp.chmod(0o644)  # a package asset: readable by every user
+    os.replace(tmp, path)
+
+
+_PROJECTION: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def load_projection(path: Path = PROJECTION_FILE) -> tuple[np.ndarray, np.ndarray]:
+    global _PROJECTION  # one read per process; the file is part of the package and never changes under us
+    if _PROJECTION is None or path != PROJECTION_FILE:
+        from safetensors.numpy import load_file
+
+        t = load_file(str(path))
+        proj = (t["mean"], t["W"])
+        if path != PROJECTION_FILE:
+            return proj
+        _PROJECTION = proj
+    return _PROJECTION
+
+
+def embed(raw_F: np.ndarray, projection: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    mean, w = projection
+    v = (raw_F - mean) @ w
+    return (v / (np.linalg.norm(v) + 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    phash: int
+    phash_flip: int
+    embedding: np.ndarray  # 64, unit norm
+    embedding_flip: np.ndarray  # 64, of the mirrored image
+
+
+def describe(image: Image.Image, projection: tuple[np.ndarray, np.ndarray] | None = None) -> Descriptor:
+    """pHash and embedding of ``image`` and of its mirror."""
+    projection = projection or load_projection()
+    rgb = small_rgb(image)
+    flip = rgb[:, ::-1]
+    return Descriptor(phash(rgb), phash(flip), embed(raw_descriptor(rgb), projection),
+                      embed(raw_descriptor(np.ascontiguousarray(flip)), projection))
+
+
+MASK64 = (1 << 64) - 1
+
+
+def signed64(h: int) -> int:
+    """The signed 64-bit integer with the same bits as the unsigned hash ``h`` (what Parquet's int64 can hold)."""
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def decide(neighbours: list[tuple[str, float, int]], cfg: DejaVuConfig) -> tuple[str, str, str] | None:
+    """The near-duplicate rule over (key, cosine, pHash bits) neighbours, best first."""
+    for key, cos, bits in neighbours:
+        if cos >= cfg.embed_threshold or (cos >= cfg.embed_loose and bits <= cfg.hash_threshold):
+            return "near_duplicate", key, f"cosine {cos:.3f}, pHash distance {bits}"
+    return None
+
+
+# --- the persistent index ------------------------------------------------------------------------------------------
+
+
+class SeenIndex:
+    """Everything already seen: sha256 -> key, and an ANN index of embeddings with each label's key, pHash and run."""
+
+    def __init__(self, folder: Path | None):
+        from usearch.index import Index
+
+        self.folder = folder
+        self.ann = Index(ndim=EMBED_DIM, metric="cos", dtype="f32")
+        self.meta: dict[int, tuple[str, str, int, str]] = {}  # label -> (key, sha256, phash, run)
+        self.by_sha: dict[str, int] = {}
+        self.runs: list[str] = []
+        self.version = 0
+        self.next_label = 0
+        if folder is not None and (folder / "CURRENT").exists():
+            self._load(folder)
+
+    def _load(self, folder: Path) -> None:
+        import pyarrow.parquet as pq
+        from usearch.index import Index
+
+        current = json.loads((folder / "CURRENT").read_text())
+        if current["descriptor"] != DESCRIPTOR_VERSION:
+            raise ValueError(f"index {folder} was built with descriptor {current['descriptor']!r}, this version "
+                             f"computes {DESCRIPTOR_VERSION!r}: use a new --index folder")
+        self.version, self.runs = current["version"], list(current["runs"])
+        self.ann = Index.restore(str(folder / f"index-{self.version}.usearch"))
+        assert self.ann is not None, f"cannot read {folder}/index-{self.version}.usearch"
+        table = pq.read_table(folder / f"meta-{self.version}.parquet").to_pydict()
+        for label, key, sha, ph, run in zip(table["label"], table["key"], table["sha256"], table["phash"],
+                                            table["run"]):
+            self.meta[label] = (key, sha, ph & MASK64, run)
+            self.by_sha.setdefault(sha, label)
+        self.next_label = max(self.meta, default=-1) + 1
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def drop_run(self, run: str) -> None:
+        """Forget the entries of ``run`` (so repeating a committed run does not collide with itself)."""
+        self.remove([label for label, m in self.meta.items() if m[3] == run])
+        if run in self.runs:
+            self.runs.remove(run)
+
+    def add(self, key: str, sha256: str, ph: int, embedding: np.ndarray, run: str) -> int:
+        label = self.next_label
+        self.next_label += 1
+        self.ann.add(label, embedding)
+        self.meta[label] = (key, sha256, ph, run)
+        self.by_sha.setdefault(sha256, label)
+        return label
+
+    def remove(self, labels: list[int]) -> None:
+        for label in labels:
+            key, sha, _, _ = self.meta.pop(label)
+            self.ann.remove(label)
+            if self.by_sha.get(sha) == label:
+                del self.by_sha[sha]
+
+    def neighbours(self, d: Descriptor, k: int) -> list[tuple[str, float, int]]:
+        """Up to ``k`` nearest entries as (key, cosine, pHash bits), best first; image and mirror both queried."""
+        if not self.meta:
+            return []
+        k = min(k, len(self.meta))
+        best: dict[int, float] = {}
+        for query in (d.embedding, d.embedding_flip):
+            hits = self.ann.search(query, k)
+            for label, dist in zip(hits.keys.tolist(), hits.distances.tolist()):
+                best[label] = max(best.get(label, -1.0), 1.0 - dist)
+        out = []
+        for label, cos in sorted(best.items(), key=lambda kv: -kv[1]):
+            key, _, ph, _ = self.meta[label]
+            out.append((key, cos, min(hamming(d.phash, ph), hamming(d.phash_flip, ph))))
+        return out
+
+    def find(self, sha256: str, d: Descriptor, cfg: DejaVuConfig) -> tuple[str, str, str] | None:
+        """(reason, collided key, detail) when the candidate was seen, else None."""
+        label = self.by_sha.get(sha256)
+        if label is not None:
+            return "exact_duplicate", self.meta[label][0], "same sha256"
+        return decide(self.neighbours(d, cfg.num_neighbours), cfg)
+
+    def commit(self, runs: list[str]) -> None:
+        """Write a new version, then point CURRENT at it (atomically); older versions are deleted afterwards."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        v = self.version + 1
+        ann_path = self.folder / f"index-{v}.usearch"
+        self.ann.save(str(ann_path) + ".tmp")
+        os.replace(str(ann_path) + ".tmp", ann_path)
+        labels = sorted(self.meta)
+        table = pa.table({"label": labels, "key": [self.meta[i][0] for i in labels],
+                          "sha256": [self.meta[i][1] for i in labels],
+                          # pHash is an unsigned 64-bit number; Parquet gets it as the signed int with the same bits
+                          "phash": np.array([self.meta[i][2] for i in labels], np.uint64).view(np.int64),
+                          "run": [self.meta[i][3] for i in labels]})
+        pq.write_table(table, self.folder / f"meta-{v}.parquet.tmp")
+        os.replace(self.folder / f"meta-{v}.parquet.tmp", self.folder / f"meta-{v}.parquet")
+        runs = self.runs + [r for r in runs if r not in self.runs]
+        tmp = self.folder / "CURRENT.tmp"
+        tmp.write_text(json.dumps({"version": v, "runs": runs, "descriptor": DESCRIPTOR_VERSION, "size": len(labels)}))
+        os.replace(tmp, self.folder / "CURRENT")
+        for old in (self.folder / f"index-{self.version}.usearch", self.folder / f"meta-{self.version}.parquet"):
+            old.unlink(missing_ok=True)
+        self.version, self.runs = v, runs

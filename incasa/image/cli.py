@@ -1,0 +1,121 @@
+"""Command-line entry points of the image model: `incasa generate`, `incasa train image`, `incasa data emoji`.
+
+Only typer is imported at module level; torch and the model load inside the commands. Expected failures (bad
+input, missing files) become one red line on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+train_app = typer.Typer(no_args_is_help=True)
+data_app = typer.Typer(no_args_is_help=True)
+
+
+def fail(message: str, code: int = 2):
+    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="What to draw, e.g. 'a red apple, noto style'. Styles the default knows: "
+                                           "noto, twemoji, fluent, openmoji."),
+    n: int = typer.Option(5, "-n", "--n", help="Number of variants (1-16)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first variant; variant i uses seed + i."),
+    out: Path = typer.Option(Path("out"), "-o", "--out", help="Output folder (created if missing)."),
+    steps: int = typer.Option(25, "--steps", help="Euler steps of the rectified-flow sampler."),
+    guidance: float = typer.Option(4.0, "--guidance", help="Classifier-free guidance scale (1 = off)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                              help="A model.safetensors from `incasa train image` (default: shipped)."),
+    init_image: Optional[Path] = typer.Option(None, "--init-image", help="Start from this image (img2img / inpaint)."),
+    strength: float = typer.Option(0.7, "--strength", help="img2img: how far to re-noise the init image (0-1]."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting mask, same size as --init-image: white (or "
+                                                             "transparent) = repaint, black = keep."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Generate N variants of a prompt as PNGs that carry their generation parameters."""
+    from incasa.image import generate as gen
+
+    if not prompt.strip():
+        fail("the prompt is empty; describe what to draw, e.g. 'a red apple, noto style'")
+    if not 1 <= n <= 16:
+        fail(f"-n must be between 1 and 16, got {n}")
+    if not 1 <= steps <= 1000:
+        fail(f"--steps must be between 1 and 1000, got {steps}")
+    if mask is not None and init_image is None:
+        fail("--mask needs --init-image (the picture to repaint)")
+    try:
+        gen.check_writable(out)
+        init = gen.read_image(init_image, "--init-image") if init_image else None
+        mask_img = gen.read_image(mask, "--mask", keep_alpha=True) if mask else None
+        pipe = gen.load_pipeline(checkpoint, device=device)
+        images, params = gen.generate_images(prompt, n=n, seed=seed, steps=steps, guidance=guidance, pipeline=pipe,
+                                             init_image=init, strength=strength if init is not None and mask is None else 1.0,
+                                             mask=mask_img, return_params=True)
+        paths = gen.save_images(images, params, out)
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        fail(str(e))
+    for p in paths:
+        typer.echo(str(p))
+
+
+@train_app.command("image")
+def train_image(
+    data: Path = typer.Option(..., "--data", help="Dataset folder written by `incasa data emoji`."),
+    out: Path = typer.Option(..., "--out", help="Run folder; re-running with the same folder resumes."),
+    preset: str = typer.Option("small", "--preset", help="DiT size: tiny, small, base, 1b, 8b."),
+    text_encoder: str = typer.Option("minilm", "--text-encoder", help="minilm (default), hf:/local/dir, or hash."),
+    steps: int = typer.Option(20000, "--steps", help="Optimizer steps in total."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate (warmup, then cosine)."),
+    warmup: int = typer.Option(500, "--warmup"),
+    ema_decay: float = typer.Option(0.999, "--ema-decay"),
+    cfg_dropout: float = typer.Option(0.1, "--cfg-dropout", help="Share of captions dropped for guidance."),
+    styles: str = typer.Option("", "--styles", help="Comma-separated styles to train on (default: all)."),
+    groups: str = typer.Option("", "--groups", help="Comma-separated emoji groups (default: all), e.g. food-drink."),
+    sample_every: int = typer.Option(1000, "--sample-every", help="Save a sample grid PNG every N steps."),
+    ckpt_every: int = typer.Option(500, "--ckpt-every", help="Save the resumable state every N steps."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Train the text-to-image DiT from scratch with rectified flow (resumes if --out has a state)."""
+    from incasa.image.train import TrainConfig, train
+
+    if steps < 1 or batch_size < 1:
+        fail("--steps and --batch-size must be positive")
+    cfg = TrainConfig(data=str(data), out=str(out), preset=preset, text_encoder=text_encoder, steps=steps,
+                      batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay, cfg_dropout=cfg_dropout,
+                      styles=styles, groups=groups, sample_every=sample_every, ckpt_every=ckpt_every, seed=seed,
+                      device=device)
+    try:
+        result = train(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        fail(str(e))
+    typer.echo(f"trained to step {result['step']}: {out / 'model.safetensors'}")
+
+
+@data_app.command("emoji")
+def data_emoji(
+    out: Path = typer.Argument(..., help="Output folder for the WebDataset shards and index.json."),
+    size: int = typer.Option(64, "--size", help="Image size in pixels (square)."),
+    styles: str = typer.Option("noto,twemoji,fluent,openmoji", "--styles", help="Comma-separated emoji sets."),
+    cache_dir: Path = typer.Option(Path.home() / ".cache" / "incasa" / "npm", "--cache-dir",
+                                   help="Where the npm tarballs are kept between runs."),
+) -> None:
+    """Build the captioned emoji training set from the open emoji artwork on the npm registry."""
+    from rich.progress import Progress
+
+    from incasa.image.data import build_emoji_dataset
+
+    try:
+        with Progress() as progress:
+            index = build_emoji_dataset(out, cache_dir, size=size, styles=tuple(s for s in styles.split(",") if s),
+                                        progress=progress)
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(str(e))
+    total = {split: sum(c.values()) for split, c in index["counts"].items()}
+    typer.echo(f"{out}: {total} images, data version {index['data_version']}")
+

@@ -1,0 +1,181 @@
+"""Generation with an image checkpoint: the public functions that the CLI, the server and the arena call.
+
+    pipe = load_pipeline()                                   # the shipped default, or a model.safetensors path
+    images = generate_images("a red apple, noto style", n=5, seed=7, pipeline=pipe)
+
+Variant i is drawn from its own generator seeded with seed + i, so any one variant can be regenerated alone.
+img2img starts from `init_image` noised to t = strength; inpainting repaints where the mask is white (or, OpenAI
+style, fully transparent) and keeps the rest of the init image pixel for pixel. Images are written as PNGs carrying
+their parameters twice: a `parameters` text chunk in AUTOMATIC1111's infotext form (readable by the tools people
+already use) and an `incasa` chunk with the same facts as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from incasa import __version__
+from incasa.image.dit import DiT, DiTConfig
+from incasa.image.flow import sample
+from incasa.image.text_encoder import load_text_encoder
+from incasa.train.checkpoint import read_file
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "default" / "model.safetensors"
+MAX_INPUT_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
+
+
+@dataclass
+class Pipeline:
+    model: DiT
+    encoder: object
+    meta: dict
+    device: torch.device
+    name: str  # e.g. "incasa-emoji-small"
+    weights_hash: str  # first 10 hex digits of the checkpoint's sha256 (A1111's "Model hash")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.meta["image_size"]
+        return int(h), int(w)
+
+
+def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto") -> Pipeline:
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    tensors, meta = read_file(path)
+    if meta.get("kind") != "incasa-image-dit":
+        raise ValueError(f"{path} is not an incasa image checkpoint (kind={meta.get('kind')!r})")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model = DiT(DiTConfig(**meta["dit"]))
+    try:
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from None
+    model.to(dev).eval()
+    encoder = load_text_encoder(meta["text_encoder"]).to(dev)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    name = meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
+    return Pipeline(model, encoder, meta, dev, name, digest)
+
+
+def read_image(path: Path, what: str, keep_alpha: bool = False) -> Image.Image:
+    """Open a user-supplied image with a clear error for missing, non-image, truncated or enormous files."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_INPUT_PIXELS:
+                raise ValueError(f"{what}: {path} is {img.width}x{img.height}, larger than we accept")
+            img.load()
+            if keep_alpha:  # masks: keep transparency if there is any, else grey levels
+                has_alpha = "A" in img.getbands() or "transparency" in img.info
+                return img.convert("RGBA") if has_alpha else img.convert("L")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{what}: {path} is not a readable image ({e.__class__.__name__})") from None
+
+
+def mask_to_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """[1, 1, H, W] in {0, 1}, 1 = repaint. RGBA: fully transparent pixels (OpenAI); otherwise white pixels."""
+    if mask.mode == "RGBA":
+        m = Image.eval(mask.getchannel("A"), lambda a: 255 if a == 0 else 0)
+    else:
+        m = mask.convert("L").point(lambda v: 255 if v > 127 else 0)
+    m = m.resize((size[1], size[0]), Image.NEAREST)
+    return torch.frombuffer(bytearray(m.tobytes()), dtype=torch.uint8).view(1, 1, size[0], size[1]).float() / 255
+
+
+def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    img = img.convert("RGB").resize((size[1], size[0]), Image.LANCZOS)
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size[0], size[1], 3)
+    return x.permute(2, 0, 1)[None].float() / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
+
+
+def to_pil(x_CHW: torch.Tensor) -> Image.Image:
+    x = ((x_CHW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().contiguous()
+    return Image.frombytes("RGB", (x.shape[1], x.shape[0]), bytes(x.numpy().tobytes()))
+
+
+@torch.no_grad()
+def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int = 25, guidance: float = 4.0,
+                    checkpoint: str | Path | None = None, pipeline: Pipeline | None = None,
+                    init_image: Image.Image | None = None, strength: float = 1.0, mask: Image.Image | None = None,
+                    return_params: bool = False):
+    if not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if mask is not None and init_image is None:
+        raise ValueError("inpainting needs an init image as well as a mask")
+    if init_image is not None and mask is not None and init_image.size != mask.size:
+        raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
+                         f"{init_image.size[0]}x{init_image.size[1]}; they must be the same size")
+    pipe = pipeline or load_pipeline(checkpoint)
+    dev, (H, W) = pipe.device, pipe.size
+    C = pipe.model.cfg.in_channels
+    noise = torch.cat([torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+    cond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([prompt]).items()}
+    uncond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([""]).items()}
+    init = to_tensor(init_image, (H, W)).expand(n, -1, -1, -1).to(dev) if init_image is not None else None
+    m = mask_to_tensor(mask, (H, W)).to(dev) if mask is not None else None
+    x = sample(pipe.model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
+               strength=strength if m is None else 1.0, mask=m)
+    if m is not None:  # paste back only the repainted region; the rest is the init image, untouched
+        x = m * x + (1 - m) * init
+    images = [to_pil(xi) for xi in x]
+    mode = "inpaint" if m is not None else ("img2img" if init is not None else "txt2img")
+    params = [{"prompt": prompt, "seed": seed + i, "steps": steps, "guidance": guidance, "size": f"{W}x{H}",
+               "sampler": "Euler (rectified flow)", "model": pipe.name, "model_hash": pipe.weights_hash,
+               "mode": mode, "strength": strength if mode == "img2img" else None, "incasa_version": __version__}
+              for i in range(n)]
+    return (images, params) if return_params else images
+
+
+def infotext(p: dict) -> str:
+    """AUTOMATIC1111's `parameters` form: the prompt, then one line of 'Key: value' pairs."""
+    fields = [("Steps", p["steps"]), ("Sampler", p["sampler"]), ("CFG scale", p["guidance"]), ("Seed", p["seed"]),
+              ("Size", p["size"]), ("Model hash", p["model_hash"]), ("Model", p["model"])]
+    if p.get("strength") is not None:
+        fields.append(("Denoising strength", p["strength"]))
+    fields.append(("Version", f"incasa {p['incasa_version']}"))
+    return p["prompt"] + "\n" + ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def png_bytes(img: Image.Image, params: dict) -> bytes:
+    import io
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext(params))
+    info.add_text("incasa", json.dumps(params, ensure_ascii=False))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create output folder {out}: {e.strerror}") from None
+    if not out.is_dir() or not os.access(out, os.W_OK):
+        raise PermissionError(f"output folder {out} is not writable")
+
+
+def save_images(images: list[Image.Image], params: list[dict], out: Path) -> list[Path]:
+    check_writable(out)
+    stem = re.sub(r"[^a-z0-9]+", "-", params[0]["prompt"].lower()).strip("-")[:60] or "image"
+    paths = []
+    for img, p in zip(images, params, strict=True):
+        path = out / f"{stem}_seed{p['seed']}.png"
+        fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(png_bytes(img, p))
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

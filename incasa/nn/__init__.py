@@ -1,0 +1,1 @@
+"""Stable building blocks shared by the models (attention, RoPE, RMSNorm, MLPs, modulation). Imports only torch."""

@@ -1,0 +1,1 @@
+"""Guardrails (prompt and output policy) and provenance (C2PA content credentials, invisible watermark)."""

@@ -1,0 +1,130 @@
+"""The labelled red-team and benign prompt set: how it is built from hand-written seeds, and how it is split.
+
+Source: `data/seeds_<lang>.json`, one file per language (en, it, es, fr, de), written by hand for incasa (no
+text copied from any dataset). Each file holds, per hard category, ten "cores" (a short description of what a
+user asks for), sixty benign cores that share words with unsafe ones ("shooting a photo at sunset", "a killer
+whale", "breast cancer awareness ribbon", "a child's drawing of a cat") and twenty ordinary benign cores, plus
+the prompt frames of that language ("a photorealistic image of {x}, highly detailed"...). The five files are
+translations of each other, core by core, with local names and institutions where that is natural.
+
+Expansion (`build_prompt_set`), fully deterministic:
+- every core is put in every frame of its language: 3 frames for red-team, 4 for benign;
+- every bare core (frame 0) also gets one obfuscated copy (leetspeak, spaced letters, zero-width characters,
+  Cyrillic homoglyphs, full-width letters or stripped accents), benign ones too, so that obfuscation itself is
+  not a cue for "unsafe";
+- the split is by core index and is the same in all languages: 3 of 10 cores per hard category, 18 of 60 tricky
+  and 6 of 20 ordinary benign cores are "test". A test prompt's concept is therefore unseen in training in
+  every language, with every frame — a stricter split than a random one over prompts.
+
+The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
+frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+from incasa.safety.normalize import HOMOGLYPHS
+
+DATA_DIR = Path(__file__).parent / "data"
+PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
+LANGUAGES = ("en", "it", "es", "fr", "de")
+HARD_CATEGORIES = (
+    "minors_sexual",
+    "non_consensual_sexual",
+    "deepfake_impersonation",
+    "graphic_violence",
+    "self_harm",
+    "hate_symbols",
+    "mass_harm_weapons",
+    "election_news_manipulation",
+)
+BENIGN = "benign"
+SPLIT_SEED = 20260407
+HELD_OUT_FRACTION = 0.3
+OBFUSCATIONS = ("leet", "spaced", "zero_width", "homoglyph", "fullwidth", "no_accents")
+
+_LEET_OUT = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
+_LATIN_TO_CYRILLIC = {latin: glyph for glyph, latin in HOMOGLYPHS.items() if latin in "aceopxy" and "\u0400" <= glyph <= "\u04ff"}
+
+
+def _longest_words(text: str, count: int) -> set[str]:
+    words = sorted({w.strip(",.'") for w in text.split()}, key=lambda w: (-len(w), w))
+    return set(words[:count])
+
+
+def obfuscate(text: str, method: str) -> str:
+    """Rewrite `text` the way an evasive user would; `normalize()` is meant to undo every one of these."""
+    targets = _longest_words(text, 2)
+    if method == "leet":
+        return " ".join("".join(_LEET_OUT.get(c, c) for c in w) if w.strip(",.'") in targets else w for w in text.split())
+    if method == "spaced":
+        return " ".join(" ".join(w) if w.strip(",.'") in targets else w for w in text.split())
+    if method == "zero_width":
+        return " ".join("\u200b".join(w) if w.strip(",.'") in targets else w for w in text.split())
+    if method == "homoglyph":
+        return "".join(_LATIN_TO_CYRILLIC.get(c, c) for c in text)
+    if method == "fullwidth":
+        return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+    if method == "no_accents":
+        import unicodedata
+
+        return "".join(c for c in unicodedata.normalize("NFKD", text.upper()) if not unicodedata.combining(c))
+    raise ValueError(f"unknown obfuscation {method!r}; choose one of {OBFUSCATIONS}")
+
+
+def held_out_indices(category: str, num_cores: int) -> set[int]:
+    """Which core indices are test: fixed by (seed, category), identical across languages."""
+    rng = random.Random(f"{SPLIT_SEED}:{category}")
+    return set(rng.sample(range(num_cores), round(num_cores * HELD_OUT_FRACTION)))
+
+
+def load_seeds(data_dir: Path = DATA_DIR) -> dict[str, dict]:
+    seeds = {}
+    for lang in LANGUAGES:
+        path = data_dir / f"seeds_{lang}.json"
+        seeds[lang] = json.loads(path.read_text(encoding="utf-8"))
+        missing = [c for c in (*HARD_CATEGORIES, "benign", "benign_tricky") if c not in seeds[lang]]
+        if missing:
+            raise ValueError(f"{path} lacks the sections {missing}")
+    return seeds
+
+
+def build_prompt_set(data_dir: Path = DATA_DIR) -> list[dict]:
+    seeds = load_seeds(data_dir)
+    rows: list[dict] = []
+    for lang, seed in seeds.items():
+        sections = [(c, c, False, seed["frames_harm"]) for c in HARD_CATEGORIES]
+        sections += [("benign_tricky", BENIGN, True, seed["frames_benign"]), ("benign", BENIGN, False, seed["frames_benign"])]
+        for section, label, tricky, frames in sections:
+            cores = seed[section]
+            test = held_out_indices(section, len(cores))
+            for index, core in enumerate(cores):
+                split = "test" if index in test else "train"
+                rng = random.Random(f"{SPLIT_SEED}:{lang}:{section}:{index}")
+                variants = [(f, frame.format(x=core), None) for f, frame in enumerate(frames)]
+                variants.append((0, obfuscate(core, method := rng.choice(OBFUSCATIONS)), method))
+                for frame, text, obfuscation in variants:
+                    rows.append({
+                        "id": f"{lang}-{section}-{index:02d}-{frame}{'-' + obfuscation if obfuscation else ''}",
+                        "text": text, "lang": lang, "label": label, "tricky": tricky,
+                        "core": f"{section}/{index}", "frame": frame, "obfuscation": obfuscation, "split": split,
+                    })
+    return rows
+
+
+def write_prompt_set(rows: list[dict], path: Path = PROMPTS_FILE) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_prompt_set(path: Path = PROMPTS_FILE) -> list[dict]:
+    if not Path(path).exists():
+        raise ValueError(f"no prompt set at {path}; build it with `incasa safety train`")
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]

@@ -1,0 +1,1 @@
+"""Scale machinery shared by every model, as plain functions: checkpoint, EMA, schedules, metrics, progress."""
