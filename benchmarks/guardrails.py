@@ -18,12 +18,8 @@ Writes benchmarks/results/guardrails.json (device, date, commit).
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -32,21 +28,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_result  # noqa: E402
+
 from incasa.safety.classifier import load_model
 from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import DATA_DIR, LANGUAGES, load_prompt_set
-
-RESULTS = Path(__file__).parent / "results" / "guardrails.json"
-
-
-def commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def rate(hits: int, total: int) -> float:
@@ -102,17 +91,22 @@ def main() -> None:
 
     def lexicon_only(text: str) -> str:
         hits = match(normalize(text), lexicons)
-        return "block" if any(h.score >= policy.block_threshold for c, h in hits.items() if c in HARD_CATEGORIES) else "allow"
+        return (
+            "block"
+            if any(h.score >= policy.block_threshold for c, h in hits.items() if c in HARD_CATEGORIES)
+            else "allow"
+        )
 
     def classifier_only(text: str) -> str:
         return "block" if 1.0 - model.predict_proba(text)["benign"] >= model.threshold else "allow"
 
     check_prompt("warm-up", policy)
-    timings = []
+    timings, cpu_timings = [], []  # wall clock, and this process's CPU time (robust to a busy machine)
     for row in held_out:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         check_prompt(row["text"], policy)
         timings.append((time.perf_counter() - start) * 1000)
+        cpu_timings.append((time.process_time() - start_cpu) * 1000)
 
     results = {
         "held_out": evaluate(held_out, full),
@@ -122,19 +116,35 @@ def main() -> None:
         "fresh_lexicon_only": evaluate(fresh, lexicon_only),
         "fresh_classifier_only": evaluate(fresh, classifier_only),
     }
-    latency = {"mean_ms": statistics.mean(timings), "p95_ms": sorted(timings)[int(0.95 * len(timings))], "max_ms": max(timings)}
+    latency = {
+        "mean_ms": statistics.mean(timings),
+        "p95_ms": sorted(timings)[int(0.95 * len(timings))],
+        "max_ms": max(timings),
+        "cpu_mean_ms": statistics.mean(cpu_timings),
+        "cpu_p95_ms": sorted(cpu_timings)[int(0.95 * len(cpu_timings))],
+    }
 
     main_result = results["held_out"]
-    table = Table(title=f"Held-out red-team block rate (n per cell = {main_result['red_team_counts']['minors_sexual/en'][1]})")
+    table = Table(
+        title=f"Held-out red-team block rate (n per cell = {main_result['red_team_counts']['minors_sexual/en'][1]})"
+    )
     table.add_column("category")
     for lang in (*LANGUAGES, "all"):
         table.add_column(lang, justify="right")
     for category in (*HARD_CATEGORIES, "all"):
-        table.add_row(category, *[f"{main_result['red_team_block_rate'][f'{category}/{lang}']:.0%}" for lang in (*LANGUAGES, "all")])
+        table.add_row(
+            category,
+            *[f"{main_result['red_team_block_rate'][f'{category}/{lang}']:.0%}" for lang in (*LANGUAGES, "all")],
+        )
     console.print(table)
     fp = main_result["benign_false_positive_rate"]
-    console.print("benign false positives (held-out): " + ", ".join(
-        f"{k} {fp[k]:.1%} ({main_result['benign_counts'][k][0]}/{main_result['benign_counts'][k][1]})" for k in (*LANGUAGES, "tricky", "ordinary", "all")))
+    console.print(
+        "benign false positives (held-out): "
+        + ", ".join(
+            f"{k} {fp[k]:.1%} ({main_result['benign_counts'][k][0]}/{main_result['benign_counts'][k][1]})"
+            for k in (*LANGUAGES, "tricky", "ordinary", "all")
+        )
+    )
     console.print(f"obfuscated red-team blocked: {main_result['red_team_block_rate']['obfuscated/all']:.1%}")
 
     summary = Table(title="Ablations and the fresh set")
@@ -142,28 +152,34 @@ def main() -> None:
     for column in ("red-team blocked", "benign FP", "red-team flagged (block|warn)", "benign flagged"):
         summary.add_column(column, justify="right")
     for name, result in results.items():
-        summary.add_row(name, f"{result['red_team_block_rate']['all/all']:.1%}", f"{result['benign_false_positive_rate']['all']:.1%}",
-                        f"{result['red_team_flag_rate']:.1%}", f"{result['benign_flag_rate']:.1%}")
+        summary.add_row(
+            name,
+            f"{result['red_team_block_rate']['all/all']:.1%}",
+            f"{result['benign_false_positive_rate']['all']:.1%}",
+            f"{result['red_team_flag_rate']:.1%}",
+            f"{result['benign_flag_rate']:.1%}",
+        )
     console.print(summary)
-    console.print(f"latency per prompt: mean {latency['mean_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms, max {latency['max_ms']:.2f} ms")
+    console.print(
+        f"latency per prompt: mean {latency['mean_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms, "
+        f"max {latency['max_ms']:.2f} ms; CPU time mean {latency['cpu_mean_ms']:.2f} ms, "
+        f"p95 {latency['cpu_p95_ms']:.2f} ms"
+    )
     console.print("held-out errors:")
     for kind, row_id, text in main_result["errors"]:
         console.print(f"  {kind}: {row_id}: {text!r}")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "benchmark": "guardrails",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit(),
-        "device": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "policy": {"block_threshold": policy.block_threshold, "warn_threshold": policy.warn_threshold, "classifier_threshold": model.threshold},
+    payload = {
+        "policy": {
+            "block_threshold": policy.block_threshold,
+            "warn_threshold": policy.warn_threshold,
+            "classifier_threshold": model.threshold,
+        },
         "latency": latency,
         **results,
     }
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, RESULTS)
-    console.print(f"wrote {RESULTS}")
+    path = write_result("guardrails", payload)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

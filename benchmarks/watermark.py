@@ -19,12 +19,7 @@ Writes benchmarks/results/watermark.json (device, date, commit).
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
-import json
-import os
-import platform
-import subprocess
 import sys
 import tarfile
 import time
@@ -36,19 +31,13 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_result  # noqa: E402
+
 from incasa.safety.watermark import detect, embed, make_payload
 
-RESULTS = Path(__file__).parent / "results" / "watermark.json"
 EMOJI_SHARDS = Path(__file__).parent.parent / "data" / "emoji64"
 PAYLOAD = make_payload("incasa-image-tiny 0.1", "benchmark-key")
-
-
-def commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def photos() -> list[Image.Image]:
@@ -121,8 +110,11 @@ PROBES = {
     "blur r=2": lambda img, rng: img.filter(ImageFilter.GaussianBlur(2)),
     "resize 0.25x": lambda img, rng: resize(img, 0.25),
 }
-CLEAN = {"unmarked": lambda img, rng: img, "unmarked jpeg q50": lambda img, rng: jpeg(img, 50),
-         "unmarked resize 0.5x": lambda img, rng: resize(img, 0.5)}
+CLEAN = {
+    "unmarked": lambda img, rng: img,
+    "unmarked jpeg q50": lambda img, rng: jpeg(img, 50),
+    "unmarked resize 0.5x": lambda img, rng: resize(img, 0.5),
+}
 
 
 def run_set(name: str, images: list[Image.Image], seed: int) -> dict:
@@ -175,23 +167,20 @@ def main() -> None:
         table.add_row(label, *[f"{r['detection_rate'][label]:.0%}" for r in results.values()])
     for label in CLEAN:
         table.add_row(f"false: {label}", *[f"{r['false_detection_rate'][label]:.0%}" for r in results.values()])
-    table.add_row("PSNR mean / min (dB)", *[f"{r['psnr_db_mean']:.1f} / {r['psnr_db_min']:.1f}" for r in results.values()])
-    table.add_row("embed / detect (ms)", *[f"{r['embed_ms_mean']:.0f} / {r['detect_ms_mean']:.0f}" for r in results.values()])
+    table.add_row(
+        "PSNR mean / min (dB)", *[f"{r['psnr_db_mean']:.1f} / {r['psnr_db_min']:.1f}" for r in results.values()]
+    )
+    table.add_row(
+        "embed / detect (ms)", *[f"{r['embed_ms_mean']:.0f} / {r['detect_ms_mean']:.0f}" for r in results.values()]
+    )
     console.print(table)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "benchmark": "watermark",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit(),
-        "device": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
+    payload = {
         "payload_hex": PAYLOAD.hex(),
         "results": results,
     }
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, RESULTS)
-    console.print(f"wrote {RESULTS}")
+    path = write_result("watermark", payload)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,23 @@ import torch
 from PIL import Image
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_keys_and_audit_log(tmp_path_factory):
+    # never touch the user's ~/.config/incasa/keys or audit log from tests
+    import os
+
+    root = tmp_path_factory.mktemp("incasa-home")
+    saved = {k: os.environ.get(k) for k in ("INCASA_KEYS_DIR", "INCASA_AUDIT_LOG")}
+    os.environ["INCASA_KEYS_DIR"] = str(root / "keys")
+    os.environ["INCASA_AUDIT_LOG"] = str(root / "audit.jsonl")
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # two cores shared with other work: one intra-op thread keeps tiny models fast and timings stable

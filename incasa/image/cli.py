@@ -34,10 +34,15 @@ def generate(
     strength: float = typer.Option(0.7, "--strength", help="img2img: how far to re-noise the init image (0-1]."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting mask, same size as --init-image: white (or "
                                                              "transparent) = repaint, black = keep."),
+    size: int = typer.Option(512, "--size", help="Output size in pixels (the model's image is upscaled; >= 256 "
+                                                 "keeps the invisible watermark). Edits keep the init image's size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
-    """Generate N variants of a prompt as PNGs that carry their generation parameters."""
+    """Generate N variants of a prompt as PNGs that carry their generation parameters, an invisible watermark and
+    signed C2PA content credentials. Prompts are checked against the safety policy first (refusal: exit code 3)."""
     from incasa.image import generate as gen
+    from incasa.safety import policy as guard
+    from incasa.safety.cli import resolve_audit_log, resolve_keys_dir
 
     if not prompt.strip():
         fail("the prompt is empty; describe what to draw, e.g. 'a red apple, noto style'")
@@ -47,6 +52,18 @@ def generate(
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if mask is not None and init_image is None:
         fail("--mask needs --init-image (the picture to repaint)")
+    if not 64 <= size <= 2048:
+        fail(f"--size must be between 64 and 2048, got {size}")
+    try:
+        rules = guard.load_policy(None)
+        decision = guard.check_prompt(prompt, rules)
+        guard.audit(decision, prompt, resolve_audit_log(None), keep_raw=rules.keep_raw, source="generate")
+    except (ValueError, OSError) as e:
+        fail(f"safety policy: {e}")
+    if decision.action == "block":
+        fail(f"refused by the content policy ({decision.category}): {decision.reason}", code=guard.POLICY_EXIT_CODE)
+    if decision.action == "warn":
+        typer.secho(f"Warning: {decision.category}: {decision.reason}", fg=typer.colors.YELLOW, err=True)
     try:
         gen.check_writable(out)
         init = gen.read_image(init_image, "--init-image") if init_image else None
@@ -55,7 +72,8 @@ def generate(
         images, params = gen.generate_images(prompt, n=n, seed=seed, steps=steps, guidance=guidance, pipeline=pipe,
                                              init_image=init, strength=strength if init is not None and mask is None else 1.0,
                                              mask=mask_img, return_params=True)
-        paths = gen.save_images(images, params, out)
+        paths = gen.save_images(images, params, out, keys_dir=resolve_keys_dir(None), init_image=init,
+                                mask=mask_img, size=size)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
         fail(str(e))
     for p in paths:

@@ -1,15 +1,17 @@
-"""The hybrid diffusion transformer (FLUX / SD3 family): maps (x_t, t, text) to a rectified-flow velocity.
+"""The hybrid diffusion transformer (FLUX / SD3 family): maps (x_t, t, text) to its estimate of the clean image.
+
+flow.py turns that estimate into a rectified-flow velocity (and says why the network predicts x_0, not v).
 
     image x [B, C, H, W] --patchify--> img tokens [B, N, D]        text tokens [B, L, E] --linear--> [B, L, D]
     t [B] --sinusoid+MLP--+                                        pooled text [B, E] --MLP--+
                           +---------------- vec [B, D] (drives every adaLN-Zero modulation) --+
     num_double x DoubleStreamBlock: separate weights for text and image tokens, one joint attention over [txt; img]
     num_single x SingleStreamBlock: one set of weights over the concatenated sequence, attention and MLP in parallel
-    final adaLN + linear on the image tokens --unpatchify--> v [B, C, H, W]
+    final adaLN + linear on the image tokens --unpatchify--> x0_hat [B, C, H, W]
 
 Image tokens carry 2-D RoPE (row/column of their patch); text tokens carry none (their order is already in the
 encoder's features). Queries and keys are RMS-normalised per head. Every block starts as the identity (adaLN-Zero: the
-gates come from zero-initialised linears), so a fresh network predicts v = 0.
+gates come from zero-initialised linears), so a fresh network outputs 0.
 
 Shape legend: B batch, C channels, H/W pixels (or latents), P patch size, N image tokens, L text tokens,
 S = L + N joint sequence, D width, E text-encoder width, Hd heads, K head dim.
@@ -139,7 +141,7 @@ class DiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        # adaLN-Zero: all modulations start at zero, so every block is the identity and the output is v = 0
+        # adaLN-Zero: all modulations start at zero, so every block is the identity and the output is 0
         for block in self.double_blocks:
             for lin in (block.img_mod, block.txt_mod):
                 nn.init.zeros_(lin.weight)

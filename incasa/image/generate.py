@@ -8,6 +8,11 @@ img2img starts from `init_image` noised to t = strength; inpainting repaints whe
 style, fully transparent) and keeps the rest of the init image pixel for pixel. Images are written as PNGs carrying
 their parameters twice: a `parameters` text chunk in AUTOMATIC1111's infotext form (readable by the tools people
 already use) and an `incasa` chunk with the same facts as JSON.
+
+Delivery (`save_images`): the model's 64x64 picture is upscaled (Lanczos) to 512x512 or to the init image's size,
+carries an invisible watermark (model + key id, incasa/safety/watermark.py) and a signed C2PA manifest
+(incasa/safety/provenance.py; a local development key chain is created on first use). `generate_images` itself
+returns the model-size images, for callers that do their own delivery (the arena, the server).
 """
 
 from __future__ import annotations
@@ -143,6 +148,8 @@ def infotext(p: dict) -> str:
               ("Size", p["size"]), ("Model hash", p["model_hash"]), ("Model", p["model"])]
     if p.get("strength") is not None:
         fields.append(("Denoising strength", p["strength"]))
+    if p.get("output_size"):
+        fields.append(("Upscaled to", p["output_size"]))
     fields.append(("Version", f"incasa {p['incasa_version']}"))
     return p["prompt"] + "\n" + ", ".join(f"{k}: {v}" for k, v in fields)
 
@@ -167,15 +174,56 @@ def check_writable(out: Path) -> None:
         raise PermissionError(f"output folder {out} is not writable")
 
 
-def save_images(images: list[Image.Image], params: list[dict], out: Path) -> list[Path]:
+def _png(img: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def finish_image(img: Image.Image, params: dict, *, init_image: Image.Image | None = None,
+                 mask: Image.Image | None = None, size: int = 512, watermark_payload: bytes | None = None):
+    """Model-size image -> the delivered picture: upscaled (to the init image's size for edits, else size x size),
+    invisibly watermarked, and for inpainting composited so that the kept region is the original, pixel for pixel.
+
+    The watermark needs >= 256 px (see incasa/safety/watermark.py); for inpainting it is applied to the repainted
+    region only, because the promise "the rest stays as it was" outranks a mark on pixels we did not make.
+    """
+    from incasa.safety import watermark
+
+    target = init_image.size if init_image is not None else (size, size)
+    out = img.resize(target, Image.LANCZOS)
+    marked = watermark_payload is not None and min(target) >= watermark.MIN_SIDE
+    if marked:
+        out = watermark.embed(out, watermark_payload)
+    if mask is not None:
+        repaint = mask_to_tensor(mask, (target[1], target[0]))[0, 0].mul(255).byte().numpy()
+        out = Image.composite(out, init_image.convert("RGB"), Image.fromarray(repaint, "L"))
+    return out, {**params, "output_size": f"{target[0]}x{target[1]}", "watermark": marked}
+
+
+def save_images(images: list[Image.Image], params: list[dict], out: Path, *, keys_dir: Path | None = None,
+                init_image: Image.Image | None = None, mask: Image.Image | None = None, size: int = 512) -> list[Path]:
+    """Finish, sign (C2PA) and write each image atomically; returns the paths. Dev keys are created on first use."""
+    from incasa.safety import provenance, watermark
+
     check_writable(out)
+    keys = provenance.ensure_dev_keys(keys_dir)
+    model = params[0]["model"]
+    payload = watermark.make_payload(f"{model} {params[0]['model_hash']}", provenance.key_id(keys))
+    ingredient = _png(init_image) if init_image is not None else None
     stem = re.sub(r"[^a-z0-9]+", "-", params[0]["prompt"].lower()).strip("-")[:60] or "image"
     paths = []
     for img, p in zip(images, params, strict=True):
+        final, p = finish_image(img, p, init_image=init_image, mask=mask, size=size, watermark_payload=payload)
+        data = provenance.sign_image(png_bytes(final, p), "png", title=f"{stem}_seed{p['seed']}.png", model=model,
+                                     model_version=p["model_hash"], parameters=p, ingredient=ingredient,
+                                     keys_dir=keys)
         path = out / f"{stem}_seed{p['seed']}.png"
         fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(png_bytes(img, p))
+            f.write(data)
         os.replace(tmp, path)
         paths.append(path)
     return paths

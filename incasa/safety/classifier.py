@@ -44,7 +44,7 @@ def features(text: str) -> list[str]:
         for n in NGRAM_SIZES:
             grams.extend(padded[i : i + n] for i in range(max(len(padded) - n + 1, 1)))
     grams.extend(f"w:{w}" for w in words)
-    grams.extend(f"w:{a} {b}" for a, b in zip(words, words[1:]))
+    grams.extend(f"w:{a} {b}" for a, b in zip(words, words[1:], strict=False))
     return grams
 
 
@@ -75,7 +75,7 @@ class ClassifierModel:
         logits = self.coef[:, indices] @ values + self.intercept  # (C,)
         logits = np.exp(logits - logits.max())
         probs = logits / logits.sum()
-        return {c: float(p) for c, p in zip(self.classes, probs)}
+        return {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
 
 
 def save_model(model: ClassifierModel, path: str | Path) -> None:
@@ -83,10 +83,17 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
     from safetensors.numpy import save_file
 
     vocab = sorted(model.vocabulary, key=model.vocabulary.get)
-    tensors = {"idf": model.idf.astype(np.float32), "coef": model.coef.astype(np.float16),
-               "intercept": model.intercept.astype(np.float32)}
-    metadata = {"classes": json.dumps(list(model.classes)), "vocabulary": json.dumps(vocab, ensure_ascii=False),
-                "threshold": repr(float(model.threshold)), "features": f"char {NGRAM_SIZES} + word 1-2 grams"}
+    tensors = {
+        "idf": model.idf.astype(np.float32),
+        "coef": model.coef.astype(np.float16),
+        "intercept": model.intercept.astype(np.float32),
+    }
+    metadata = {
+        "classes": json.dumps(list(model.classes)),
+        "vocabulary": json.dumps(vocab, ensure_ascii=False),
+        "threshold": repr(float(model.threshold)),
+        "features": f"char {NGRAM_SIZES} + word 1-2 grams",
+    }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.chmod(tmp, 0o644)  # a data file shipped in the package, not a secret
@@ -104,8 +111,12 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         tensors = {name: f.get_tensor(name).astype(np.float64) for name in ("idf", "coef", "intercept")}
     vocab = json.loads(meta["vocabulary"])
     return ClassifierModel(
-        classes=tuple(json.loads(meta["classes"])), vocabulary={g: i for i, g in enumerate(vocab)},
-        idf=tensors["idf"], coef=tensors["coef"], intercept=tensors["intercept"], threshold=float(meta["threshold"]),
+        classes=tuple(json.loads(meta["classes"])),
+        vocabulary={g: i for i, g in enumerate(vocab)},
+        idf=tensors["idf"],
+        coef=tensors["coef"],
+        intercept=tensors["intercept"],
+        threshold=float(meta["threshold"]),
     )
 
 
@@ -114,14 +125,19 @@ def train(texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int =
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
 
     vectorizer = TfidfVectorizer(analyzer=features, sublinear_tf=True, min_df=min_df, dtype=np.float64)
     regression = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
-    pipeline = make_pipeline(vectorizer, regression).fit(texts, labels)
+    # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
+    with threadpool_limits(1):
+        pipeline = make_pipeline(vectorizer, regression).fit(texts, labels)
     model = ClassifierModel(
         classes=tuple(str(k) for k in regression.classes_),
         vocabulary={g: int(i) for g, i in vectorizer.vocabulary_.items()},
-        idf=vectorizer.idf_.copy(), coef=regression.coef_.copy(), intercept=regression.intercept_.copy(),
+        idf=vectorizer.idf_.copy(),
+        coef=regression.coef_.copy(),
+        intercept=regression.intercept_.copy(),
     )
     return model, pipeline
 
@@ -155,7 +171,9 @@ def cross_validated_threshold(rows: list[dict], *, c: float = 20.0, folds: int =
     }
 
 
-def train_on_prompt_set(rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0) -> tuple[ClassifierModel, dict]:
+def train_on_prompt_set(
+    rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0
+) -> tuple[ClassifierModel, dict]:
     """Fit on the rows whose split is "train" (see promptset.py), pick the threshold by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:

@@ -24,8 +24,12 @@ provenance_app = typer.Typer(no_args_is_help=True)
 
 POLICY_EXIT_CODE = 3  # = incasa.safety.policy.POLICY_EXIT_CODE (kept literal so this module imports only typer)
 
-KeysDir = typer.Option(None, "--keys-dir", help="Signing keys folder (default: $INCASA_KEYS_DIR or ~/.config/incasa/keys).")
-AuditLog = typer.Option(None, "--audit-log", help="JSONL audit log (default: $INCASA_AUDIT_LOG or ~/.local/state/incasa/audit.jsonl).")
+KeysDir = typer.Option(
+    None, "--keys-dir", help="Signing keys folder (default: $INCASA_KEYS_DIR or ~/.config/incasa/keys)."
+)
+AuditLog = typer.Option(
+    None, "--audit-log", help="JSONL audit log (default: $INCASA_AUDIT_LOG or ~/.local/state/incasa/audit.jsonl)."
+)
 PolicyFile = typer.Option(None, "--policy", help="Policy file (TOML or JSON); the default policy when omitted.")
 
 
@@ -91,7 +95,10 @@ def check(
         raise typer.Exit(POLICY_EXIT_CODE)
 
 
-@app.command("check-image", help="Run the output-image hook (the policy's image classifier) on an image file; exits 3 if blocked.")
+@app.command(
+    "check-image",
+    help="Run the output-image hook (the policy's image classifier) on an image file; exits 3 if blocked.",
+)
 def check_image_cmd(
     file: Path = typer.Argument(..., help="PNG, JPEG or WebP file."),
     policy: Path = PolicyFile,
@@ -115,7 +122,9 @@ def check_image_cmd(
         raise typer.Exit(POLICY_EXIT_CODE)
 
 
-@app.command(help="Rebuild data/prompts.jsonl from the hand-written seeds and retrain the prompt classifier (~1 min on 2 cores).")
+@app.command(
+    help="Rebuild data/prompts.jsonl from the hand-written seeds and retrain the prompt classifier (~1 min on 2 cores)."
+)
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),
 ) -> None:
@@ -127,15 +136,19 @@ def train(
     typer.echo(f"wrote {len(rows)} prompts to {PROMPTS_FILE}")
     model, cv = train_on_prompt_set(rows, DEFAULT_MODEL, c=c)
     typer.echo(f"classifier: {len(model.vocabulary)} features, {len(model.classes)} classes -> {DEFAULT_MODEL}")
-    typer.echo(f"grouped 5-fold CV on the train split: threshold {cv['threshold']:.3f}, out-of-fold benign false "
-               f"positives {cv['oof_false_positive_rate']:.1%}, red-team recall by the classifier alone {cv['oof_recall']:.1%}")
+    typer.echo(
+        f"grouped 5-fold CV on the train split: threshold {cv['threshold']:.3f}, out-of-fold benign false "
+        f"positives {cv['oof_false_positive_rate']:.1%}, red-team recall by the classifier alone {cv['oof_recall']:.1%}"
+    )
     typer.echo("held-out numbers of the whole guardrail: python benchmarks/guardrails.py")
 
 
 # --- incasa keys ----------------------------------------------------------------------------------------------
 
 
-@keys_app.command(help="Create a local development signing chain (EC P-256 CA + signer; C2PA verifiers report it as untrusted).")
+@keys_app.command(
+    help="Create a local development signing chain (EC P-256 CA + signer; C2PA verifiers report it as untrusted)."
+)
 def init(
     keys_dir: Path = KeysDir,
     force: bool = typer.Option(False, "--force", help="Replace existing keys."),
@@ -148,8 +161,10 @@ def init(
     except (ValueError, OSError) as e:
         _fail(str(e))
     typer.echo(f"created a development signing chain in {folder} (key id {key_id(folder)})")
-    typer.echo("it is not on any C2PA trust list: verification will say 'untrusted'. For production, put your "
-               "CA-issued chain.pem (end entity first) and PKCS#8 signer.key.pem there instead.")
+    typer.echo(
+        "it is not on any C2PA trust list: verification will say 'untrusted'. For production, put your "
+        "CA-issued chain.pem (end entity first) and PKCS#8 signer.key.pem there instead."
+    )
 
 
 @keys_app.command(help="Show where the signing keys are, their id, subject and validity.")
@@ -164,14 +179,20 @@ def show(keys_dir: Path = KeysDir) -> None:
     except ValueError as e:
         _fail(str(e))
     cert = x509.load_pem_x509_certificates((folder / CHAIN_FILE).read_bytes())[0]
-    typer.echo(f"keys dir: {folder}\nkey id:   {identifier}\nsubject:  {cert.subject.rfc4514_string()}\n"
-               f"issuer:   {cert.issuer.rfc4514_string()}\nvalid:    {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
+    typer.echo(
+        f"keys dir: {folder}\nkey id:   {identifier}\nsubject:  {cert.subject.rfc4514_string()}\n"
+        f"issuer:   {cert.issuer.rfc4514_string()}\n"
+        f"valid:    {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}"
+    )
 
 
 # --- incasa provenance ----------------------------------------------------------------------------------------
 
 
-@provenance_app.command(help="Verify an image's C2PA content credentials and look for the invisible watermark. Exits 1 unless the manifest is valid.")
+@provenance_app.command(
+    help="Verify an image's C2PA content credentials and look for the invisible watermark. "
+    "Exits 1 unless the manifest is valid."
+)
 def verify(
     file: Path = typer.Argument(..., help="PNG, JPEG or WebP file."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
@@ -186,32 +207,51 @@ def verify(
     try:
         report = provenance.verify(data, fmt)
         with Image.open(io.BytesIO(data)) as img:
-            found, payload, confidence = watermark.detect(img) if min(img.size) >= watermark.TILE // 2 else (False, None, 0.0)
+            found, payload, confidence = (
+                watermark.detect(img) if min(img.size) >= watermark.TILE // 2 else (False, None, 0.0)
+            )
     except (ValueError, OSError) as e:
         _fail(f"{file}: {e}")
-    report["watermark"] = {"found": found, "payload": payload.hex() if payload else None, "confidence": round(confidence, 3)}
+    report["watermark"] = {
+        "found": found,
+        "payload": payload.hex() if payload else None,
+        "confidence": round(confidence, 3),
+    }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        typer.echo(f"C2PA:      {report['state']}" + (f" (signer {report['trust']})" if report["state"] != "absent" else ""))
+        typer.echo(
+            f"C2PA:      {report['state']}" + (f" (signer {report['trust']})" if report["state"] != "absent" else "")
+        )
         if report["state"] != "absent":
             typer.echo(f"model:     {report.get('model')} {report.get('model_version') or ''}".rstrip())
-            typer.echo(f"actions:   {', '.join(a for a in report['actions'] if a)}  source: {report.get('digital_source_type')}")
-            typer.echo(f"signer:    {report.get('signer', {}).get('common_name')} / {report.get('signer', {}).get('issuer')}")
+            typer.echo(
+                f"actions:   {', '.join(a for a in report['actions'] if a)}  "
+                f"source: {report.get('digital_source_type')}"
+            )
+            typer.echo(
+                f"signer:    {report.get('signer', {}).get('common_name')} / {report.get('signer', {}).get('issuer')}"
+            )
             if report.get("ingredients"):
                 typer.echo(f"ingredients: {report['ingredients']}")
             if report["failures"]:
                 typer.echo(f"failures:  {', '.join(report['failures'])}")
-        typer.echo(f"watermark: {'found, payload ' + report['watermark']['payload'] if found else 'not found'} "
-                   f"(sync agreement {confidence:.2f})")
+        typer.echo(
+            f"watermark: {'found, payload ' + report['watermark']['payload'] if found else 'not found'} "
+            f"(sync agreement {confidence:.2f})"
+        )
     if report["state"] != "valid":
         raise typer.Exit(1)
 
 
-@provenance_app.command(help="Remove the C2PA manifest from an image (pixels untouched; the watermark stays). The removal is logged.")
+@provenance_app.command(
+    help="Remove the C2PA manifest from an image (pixels untouched; the watermark stays). The removal is logged."
+)
 def strip(
     file: Path = typer.Argument(..., help="PNG, JPEG or WebP file."),
-    output: Path = typer.Option(None, "--output", "-o", help="Where to write (default: <name>.stripped.<ext> next to the input)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Where to write (default: <name>.stripped.<ext> next to the input)."
+    ),
     audit_log: Path = AuditLog,
 ) -> None:
     import hashlib
@@ -227,10 +267,18 @@ def strip(
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_bytes(stripped)
         os.replace(tmp, target)
-        audit_event(resolve_audit_log(audit_log), {
-            "event": "c2pa_strip", "source": "cli", "input": str(file), "output": str(target), "manifest_before": before,
-            "input_sha256": hashlib.sha256(data).hexdigest(), "output_sha256": hashlib.sha256(stripped).hexdigest(),
-        })
+        audit_event(
+            resolve_audit_log(audit_log),
+            {
+                "event": "c2pa_strip",
+                "source": "cli",
+                "input": str(file),
+                "output": str(target),
+                "manifest_before": before,
+                "input_sha256": hashlib.sha256(data).hexdigest(),
+                "output_sha256": hashlib.sha256(stripped).hexdigest(),
+            },
+        )
     except (ValueError, OSError) as e:
         _fail(f"{file}: {e}")
     typer.echo(f"wrote {target} ({'manifest removed' if before != 'absent' else 'it had no manifest'}; logged)")

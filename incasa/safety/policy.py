@@ -44,25 +44,16 @@ import json
 import os
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from incasa.safety.classifier import DEFAULT_MODEL, load_model
 from incasa.safety.lexicon import DEFAULT_LEXICONS, load_lexicons, match
 from incasa.safety.normalize import normalize
+from incasa.safety.promptset import HARD_CATEGORIES  # the one list of categories that always block
 
-HARD_CATEGORIES = (
-    "minors_sexual",
-    "non_consensual_sexual",
-    "deepfake_impersonation",
-    "graphic_violence",
-    "self_harm",
-    "hate_symbols",
-    "mass_harm_weapons",
-    "election_news_manipulation",
-)
 SOFT_DEFAULTS = {"adult_nudity": "warn", "drugs": "warn"}
 CATEGORIES = HARD_CATEGORIES + tuple(SOFT_DEFAULTS)
 ACTIONS = ("allow", "warn", "block")  # in order of severity
@@ -93,8 +84,17 @@ class Policy:
     image_classifier: str = "skin_exposure"  # a key of IMAGE_CLASSIFIERS, or "none"
 
     def __hash__(self) -> int:  # the actions mapping is read-only; hash its items so a Policy can key a cache
-        return hash((tuple(sorted(self.actions.items())), self.block_threshold, self.warn_threshold, self.keep_raw,
-                     self.lexicons_path, self.classifier_path, self.image_classifier))
+        return hash(
+            (
+                tuple(sorted(self.actions.items())),
+                self.block_threshold,
+                self.warn_threshold,
+                self.keep_raw,
+                self.lexicons_path,
+                self.classifier_path,
+                self.image_classifier,
+            )
+        )
 
 
 def _validate(policy: Policy) -> Policy:
@@ -105,11 +105,17 @@ def _validate(policy: Policy) -> Policy:
         if action not in ACTIONS:
             raise ValueError(f"category {category!r}: action must be one of {ACTIONS}, got {action!r}")
         if category in HARD_CATEGORIES and action != "block":
-            raise ValueError(f"category {category!r} is a hard category: it always blocks and cannot be set to {action!r}")
+            raise ValueError(
+                f"category {category!r} is a hard category: it always blocks and cannot be set to {action!r}"
+            )
     if not 0.0 < policy.warn_threshold <= policy.block_threshold <= 1.0:
-        raise ValueError(f"need 0 < warn_threshold <= block_threshold <= 1, got {policy.warn_threshold}, {policy.block_threshold}")
+        raise ValueError(
+            f"need 0 < warn_threshold <= block_threshold <= 1, got {policy.warn_threshold}, {policy.block_threshold}"
+        )
     if policy.image_classifier not in IMAGE_CLASSIFIERS and policy.image_classifier != "none":
-        raise ValueError(f"unknown image classifier {policy.image_classifier!r}; known: {sorted(IMAGE_CLASSIFIERS)} or 'none'")
+        raise ValueError(
+            f"unknown image classifier {policy.image_classifier!r}; known: {sorted(IMAGE_CLASSIFIERS)} or 'none'"
+        )
     return policy
 
 
@@ -134,11 +140,35 @@ def load_policy(path: str | None = None) -> Policy:
     try:
         raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"policy file {path} is not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {e}") from None
-    allowed = {"actions", "block_threshold", "warn_threshold", "keep_raw", "lexicons_path", "classifier_path", "image_classifier"}
+        raise ValueError(
+            f"policy file {path} is not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {e}"
+        ) from None
+    allowed = {
+        "actions",
+        "block_threshold",
+        "warn_threshold",
+        "keep_raw",
+        "lexicons_path",
+        "classifier_path",
+        "image_classifier",
+    }
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"policy file {path}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    types = {
+        "block_threshold": float,
+        "warn_threshold": float,
+        "keep_raw": bool,
+        "lexicons_path": str,
+        "classifier_path": str,
+        "image_classifier": str,
+        "actions": dict,
+    }
+    for key, value in raw.items():
+        # TOML/JSON numbers may come as int; a bool is an int in Python but never a threshold.
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number if types[key] is float else isinstance(value, types[key])):
+            raise ValueError(f"policy file {path}: {key} must be a {types[key].__name__}, got {value!r}")
     actions = dict(Policy().actions)
     actions.update(raw.pop("actions", {}))
     return _validate(replace(Policy(), actions=MappingProxyType(actions), **raw))

@@ -48,7 +48,9 @@ HELD_OUT_FRACTION = 0.3
 OBFUSCATIONS = ("leet", "spaced", "zero_width", "homoglyph", "fullwidth", "no_accents")
 
 _LEET_OUT = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
-_LATIN_TO_CYRILLIC = {latin: glyph for glyph, latin in HOMOGLYPHS.items() if latin in "aceopxy" and "\u0400" <= glyph <= "\u04ff"}
+_LATIN_TO_CYRILLIC = {
+    latin: glyph for glyph, latin in HOMOGLYPHS.items() if latin in "aceopxy" and "\u0400" <= glyph <= "\u04ff"
+}
 
 
 def _longest_words(text: str, count: int) -> set[str]:
@@ -60,7 +62,9 @@ def obfuscate(text: str, method: str) -> str:
     """Rewrite `text` the way an evasive user would; `normalize()` is meant to undo every one of these."""
     targets = _longest_words(text, 2)
     if method == "leet":
-        return " ".join("".join(_LEET_OUT.get(c, c) for c in w) if w.strip(",.'") in targets else w for w in text.split())
+        return " ".join(
+            "".join(_LEET_OUT.get(c, c) for c in w) if w.strip(",.'") in targets else w for w in text.split()
+        )
     if method == "spaced":
         return " ".join(" ".join(w) if w.strip(",.'") in targets else w for w in text.split())
     if method == "zero_width":
@@ -98,7 +102,10 @@ def build_prompt_set(data_dir: Path = DATA_DIR) -> list[dict]:
     rows: list[dict] = []
     for lang, seed in seeds.items():
         sections = [(c, c, False, seed["frames_harm"]) for c in HARD_CATEGORIES]
-        sections += [("benign_tricky", BENIGN, True, seed["frames_benign"]), ("benign", BENIGN, False, seed["frames_benign"])]
+        sections += [
+            ("benign_tricky", BENIGN, True, seed["frames_benign"]),
+            ("benign", BENIGN, False, seed["frames_benign"]),
+        ]
         for section, label, tricky, frames in sections:
             cores = seed[section]
             test = held_out_indices(section, len(cores))
@@ -108,11 +115,19 @@ def build_prompt_set(data_dir: Path = DATA_DIR) -> list[dict]:
                 variants = [(f, frame.format(x=core), None) for f, frame in enumerate(frames)]
                 variants.append((0, obfuscate(core, method := rng.choice(OBFUSCATIONS)), method))
                 for frame, text, obfuscation in variants:
-                    rows.append({
-                        "id": f"{lang}-{section}-{index:02d}-{frame}{'-' + obfuscation if obfuscation else ''}",
-                        "text": text, "lang": lang, "label": label, "tricky": tricky,
-                        "core": f"{section}/{index}", "frame": frame, "obfuscation": obfuscation, "split": split,
-                    })
+                    rows.append(
+                        {
+                            "id": f"{lang}-{section}-{index:02d}-{frame}{'-' + obfuscation if obfuscation else ''}",
+                            "text": text,
+                            "lang": lang,
+                            "label": label,
+                            "tricky": tricky,
+                            "core": f"{section}/{index}",
+                            "frame": frame,
+                            "obfuscation": obfuscation,
+                            "split": split,
+                        }
+                    )
     return rows
 
 

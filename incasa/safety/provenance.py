@@ -59,7 +59,9 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def create_dev_keys(keys_dir: str | Path, *, overwrite: bool = False, organization: str = "incasa local development") -> Path:
+def create_dev_keys(
+    keys_dir: str | Path, *, overwrite: bool = False, organization: str = "incasa local development"
+) -> Path:
     """Create a development signing chain (EC P-256 CA + end-entity) in `keys_dir`; returns the folder.
 
     The CA's private key is not kept: the chain can sign, but no further certificates can be issued from it.
@@ -73,22 +75,39 @@ def create_dev_keys(keys_dir: str | Path, *, overwrite: bool = False, organizati
     if (folder / KEY_FILE).exists() and not overwrite:
         raise ValueError(f"signing keys already exist in {folder}; pass overwrite to replace them")
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(common_name: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            ]
+        )
 
     def usage(**flags: bool) -> x509.KeyUsage:
-        names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-                 "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+        names = (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        )
         return x509.KeyUsage(**{n: flags.get(n, False) for n in names})
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder().subject_name(name("incasa dev root CA")).issuer_name(name("incasa dev root CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=3650))
+        x509.CertificateBuilder()
+        .subject_name(name("incasa dev root CA"))
+        .issuer_name(name("incasa dev root CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -96,9 +115,13 @@ def create_dev_keys(keys_dir: str | Path, *, overwrite: bool = False, organizati
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(name("incasa dev signer")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=730))
+        x509.CertificateBuilder()
+        .subject_name(name("incasa dev signer"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=730))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
@@ -126,8 +149,10 @@ def _read_keys(keys_dir: str | Path | None) -> tuple[bytes, bytes]:
     folder = Path(keys_dir) if keys_dir is not None else default_keys_dir()
     chain, key = folder / CHAIN_FILE, folder / KEY_FILE
     if not chain.exists() or not key.exists():
-        raise ValueError(f"no signing keys in {folder} ({CHAIN_FILE}, {KEY_FILE}); run `incasa keys init` "
-                         "to create a local development chain, or put your own certificate chain and PKCS#8 key there")
+        raise ValueError(
+            f"no signing keys in {folder} ({CHAIN_FILE}, {KEY_FILE}); run `incasa keys init` "
+            "to create a local development chain, or put your own certificate chain and PKCS#8 key there"
+        )
     return chain.read_bytes(), key.read_bytes()
 
 
@@ -169,7 +194,9 @@ def check_image_bytes(data: bytes, fmt: str, *, decode: bool = True) -> str:
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"image is {img.width}x{img.height}; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+                raise ValueError(
+                    f"image is {img.width}x{img.height}; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+                )
             img.load()
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"{mime} data is truncated or corrupt: {e}") from None
@@ -194,14 +221,27 @@ def _manifest(title: str, model: str, model_version: str, parameters: dict, with
         "title": title,
         "assertions": [
             {"label": "c2pa.actions", "data": {"actions": [created]}},
-            {"label": GENERATION_LABEL, "data": {"model": model, "model_version": model_version, "parameters": parameters}},
+            {
+                "label": GENERATION_LABEL,
+                "data": {"model": model, "model_version": model_version, "parameters": parameters},
+            },
         ],
     }
 
 
-def sign_image(data: bytes, fmt: str, *, title: str, model: str, model_version: str, parameters: dict,
-               ingredient: bytes | None = None, ingredient_fmt: str | None = None,
-               keys_dir: str | Path | None = None, thumbnail: bool = False) -> bytes:
+def sign_image(
+    data: bytes,
+    fmt: str,
+    *,
+    title: str,
+    model: str,
+    model_version: str,
+    parameters: dict,
+    ingredient: bytes | None = None,
+    ingredient_fmt: str | None = None,
+    keys_dir: str | Path | None = None,
+    thumbnail: bool = False,
+) -> bytes:
     """Return `data` (png/jpeg/webp bytes) with a signed C2PA manifest embedded; PNG text chunks are kept.
 
     `ingredient`: the input image of an edit (img2img, inpainting), recorded with relationship "inputTo";
@@ -217,18 +257,23 @@ def sign_image(data: bytes, fmt: str, *, title: str, model: str, model_version: 
     except TypeError as e:
         raise ValueError(f"parameters must be JSON-serialisable: {e}") from None
     chain, key = _read_keys(keys_dir)
-    context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": thumbnail}}})
-    builder = c2pa.Builder(_manifest(title, model, model_version, parameters, ingredient is not None), context=context)
     if ingredient is not None:
         ingredient_mime = check_image_bytes(ingredient, ingredient_fmt or sniff_format(ingredient))
-        builder.add_ingredient({"title": "input", "relationship": "inputTo", "label": "incasa-input"},
-                               ingredient_mime, io.BytesIO(ingredient))
     try:
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, key, None))
     except c2pa.C2paError as e:
         raise ValueError(f"cannot sign with the keys in {keys_dir or default_keys_dir()}: {e}") from None
+    manifest = _manifest(title, model, model_version, parameters, ingredient is not None)
     out = io.BytesIO()
-    builder.sign(signer, mime, io.BytesIO(data), out)
+    with (
+        signer,
+        c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": thumbnail}}}) as context,
+        c2pa.Builder(manifest, context=context) as builder,
+    ):
+        if ingredient is not None:
+            ingredient_json = {"title": "input", "relationship": "inputTo", "label": "incasa-input"}
+            builder.add_ingredient(ingredient_json, ingredient_mime, io.BytesIO(ingredient))
+        builder.sign(signer, mime, io.BytesIO(data), out)
     return out.getvalue()
 
 
@@ -278,13 +323,19 @@ def verify(data: bytes, fmt: str) -> dict:
         "failures": failures,
         "title": manifest.get("title"),
         "claim_generator": manifest.get("claim_generator_info", [{}])[0].get("name"),
-        "signer": {"common_name": signature.get("common_name"), "issuer": signature.get("issuer"), "alg": signature.get("alg")},
+        "signer": {
+            "common_name": signature.get("common_name"),
+            "issuer": signature.get("issuer"),
+            "alg": signature.get("alg"),
+        },
         "actions": [a.get("action") for a in actions],
         "digital_source_type": next((a.get("digitalSourceType") for a in actions if a.get("digitalSourceType")), None),
         "model": generation.get("model"),
         "model_version": generation.get("model_version"),
         "parameters": generation.get("parameters"),
-        "ingredients": [{"title": i.get("title"), "relationship": i.get("relationship")} for i in manifest.get("ingredients", [])],
+        "ingredients": [
+            {"title": i.get("title"), "relationship": i.get("relationship")} for i in manifest.get("ingredients", [])
+        ],
     }
 
 

@@ -57,6 +57,7 @@ NUM_BITS = PAYLOAD_BYTES * 8 + 16  # payload + CRC-16
 STRENGTH = 3.0  # what the detector reads per chip, in luminance levels (of 255), at zero attack
 MAX_AMPLITUDE = 6.0  # cap of a chip's amplitude before texture weighting
 EMBED_ITERATIONS = 6  # fixed-point steps of host-interference cancellation
+DETECT_MAX_SIDE = 1024  # larger images are read from a central crop of this size
 CHASE_BITS = 8  # least reliable bits tried flipped (1 + 8 + 28 candidates checked by the CRC)
 MIN_SIDE = 4 * TILE  # 256
 SYNC_AGREEMENT = 0.78  # fraction of sync chips that must match; chance level is 0.5 (~0.7 at the best of all shifts)
@@ -130,8 +131,14 @@ def _texture_weight(luminance: np.ndarray) -> np.ndarray:
     return 0.6 + np.clip(std / 20.0, 0.0, 0.6)
 
 
-def embed(img: Image.Image, payload: bytes | str, *, key: str = DEFAULT_KEY, strength: float = STRENGTH,
-          iterations: int | None = None) -> Image.Image:
+def embed(
+    img: Image.Image,
+    payload: bytes | str,
+    *,
+    key: str = DEFAULT_KEY,
+    strength: float = STRENGTH,
+    iterations: int | None = None,
+) -> Image.Image:
     """Return a copy of `img` carrying `payload` (<= 4 bytes, zero-padded). Needs both sides >= 256 px
     (>= 512 px for the measured robustness).
 
@@ -141,7 +148,10 @@ def embed(img: Image.Image, payload: bytes | str, *, key: str = DEFAULT_KEY, str
     MAX_AMPLITUDE and shaped by local texture.
     """
     if min(img.size) < MIN_SIDE:
-        raise ValueError(f"watermark needs an image of at least {MIN_SIDE}x{MIN_SIDE} px, got {img.size[0]}x{img.size[1]}; upscale it first")
+        raise ValueError(
+            f"watermark needs an image of at least {MIN_SIDE}x{MIN_SIDE} px, got {img.size[0]}x{img.size[1]}; "
+            "upscale it first"
+        )
     if img.mode not in ("RGB", "RGBA", "L"):
         img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
     pixels = np.asarray(img, dtype=np.float64)
@@ -164,8 +174,11 @@ def embed(img: Image.Image, payload: bytes | str, *, key: str = DEFAULT_KEY, str
         amplitude = np.clip(amplitude + error / gain, -MAX_AMPLITUDE, MAX_AMPLITUDE)
     tile = np.kron(amplitude, np.ones((CHIP, CHIP)))
     pattern = np.tile(tile, (h // TILE + 1, w // TILE + 1))[:h, :w] * weight
-    marked = pixels + (pattern if pixels.ndim == 2 else np.concatenate(
-        [np.repeat(pattern[..., None], 3, axis=2), np.zeros((h, w, pixels.shape[2] - 3))], axis=2))
+    marked = pixels + (
+        pattern
+        if pixels.ndim == 2
+        else np.concatenate([np.repeat(pattern[..., None], 3, axis=2), np.zeros((h, w, pixels.shape[2] - 3))], axis=2)
+    )
     return Image.fromarray(np.clip(np.rint(marked), 0, 255).astype(np.uint8), mode=img.mode)
 
 
@@ -262,10 +275,18 @@ def _read_tile(tile: np.ndarray, key: str) -> tuple[bool, bytes | None, float]:
 
 
 def detect(img: Image.Image, *, key: str = DEFAULT_KEY) -> tuple[bool, bytes | None, float]:
-    """(found, payload, confidence). confidence = share of sync chips matching (0.5 chance, 1.0 perfect)."""
-    luminance = _luminance(img)
-    if min(luminance.shape) < TILE // 2:
+    """(found, payload, confidence). confidence = share of sync chips matching (0.5 chance, 1.0 perfect).
+
+    Images larger than DETECT_MAX_SIDE are read from a central crop of that size: the mark repeats every tile,
+    so a crop keeps it whole, and time and memory stay bounded (~0.1-0.3 s) whatever the input size.
+    """
+    if min(img.size) < TILE // 2:
         raise ValueError(f"image too small to hold a watermark: {img.size[0]}x{img.size[1]} (need >= {TILE // 2} px)")
+    if max(img.size) > DETECT_MAX_SIDE:
+        w, h = img.size
+        cw, ch = min(w, DETECT_MAX_SIDE), min(h, DETECT_MAX_SIDE)
+        img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    luminance = _luminance(img)
     periods = _estimate_periods(luminance - _box_blur(luminance, 9))
     best = (False, None, 0.0)
     for period in [*periods, float(TILE), TILE / 2.0]:  # plus the size as embedded and a plain 0.5x copy
@@ -274,8 +295,13 @@ def detect(img: Image.Image, *, key: str = DEFAULT_KEY) -> tuple[bool, bytes | N
             continue
         h, w = luminance.shape
         size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))
-        resampled = luminance if abs(scale - 1.0) < 1e-3 else np.asarray(
-            Image.fromarray(luminance.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC), dtype=np.float64
+        resampled = (
+            luminance
+            if abs(scale - 1.0) < 1e-3
+            else np.asarray(
+                Image.fromarray(luminance.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC),
+                dtype=np.float64,
+            )
         )
         residual = resampled - _box_blur(resampled, 3 * CHIP)
         found, payload, agreement = _read_tile(_fold(residual), key)

@@ -40,6 +40,7 @@ def plot_curve(jsonl: str | Path, png: str | Path, key: str = "loss", title: str
         w = max(5, len(values) // 50)
         smooth = [sum(values[max(0, i - w + 1): i + 1]) / len(values[max(0, i - w + 1): i + 1]) for i in range(len(values))]
         ax.plot(steps, smooth, lw=1.5, label=f"running mean ({w})")
+    ax.set_yscale("log")  # the early drop would otherwise flatten the part that matters
     ax.set_xlabel("step"), ax.set_ylabel(key), ax.set_title(title), ax.grid(alpha=0.3), ax.legend()
     fig.tight_layout()
     tmp = Path(png).with_suffix(".tmp.png")

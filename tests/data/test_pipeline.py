@@ -158,20 +158,93 @@ def test_engine_ray_without_ray_installed_says_how_to_get_it(corpus, tmp_path, m
     assert result.exit_code == 2 and "pip install 'incasa[ray]'" in result.output
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own deprecations, not ours
+RAY_RUN = """
+import sys
+import ray
+from incasa.data.pipeline import CurateConfig, run
+try:
+    run([sys.argv[1]], sys.argv[2], CurateConfig(engine="ray", workers=2, progress=False, chunk_size=3, shard_size=3,
+                                                 shares={"photo": 4, "render": 3}))
+finally:
+    ray.shutdown()
+"""
+
+
 def test_ray_engine_matches_the_local_engine(corpus, tmp_path):
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         if os.environ.get("CI") == "true":
             raise  # in CI the ray extra is installed: its absence is a failure, not a skip
         pytest.skip("the ray extra is not installed (pip install 'incasa[ray]')")
-
-    cfg = dict(workers=2, progress=False, shares={"photo": 4, "render": 3}, chunk_size=3, shard_size=3)
-    try:
-        ray_summary = run([corpus], tmp_path / "ray", CurateConfig(engine="ray", **cfg))
-    finally:
-        ray.shutdown()
-    local_summary = run([corpus], tmp_path / "local", CurateConfig(**cfg))
-    assert ray_summary["output"] == local_summary["output"] == 7
+    # A local 2-CPU Ray instance, in its own process so that a hung start-up is bounded. Ray's node start-up has
+    # fixed internal timeouts (~15-30 s for the raylet and its Python agents) that a 2-core machine busy with other
+    # jobs can exceed; outside CI that is reported as a skip, in CI as a failure.
+    log = tmp_path / "ray.log"
+    with open(log, "w") as f:  # a file, not a pipe: Ray's daemons inherit it and would hold a pipe open
+        proc = subprocess.Popen([sys.executable, "-c", RAY_RUN, str(corpus), str(tmp_path / "ray")], stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            failed = proc.wait(timeout=75) != 0
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started: driver, raylet, agents
+            proc.wait()
+            failed = True
+    why = log.read_text()[-2000:] + ("" if proc.returncode == 0 else "\ntimed out during startup (75 s)"
+                                      if proc.returncode == -signal.SIGKILL else "")
+    if failed and "timed out during startup" in why and os.environ.get("CI") != "true":
+        pytest.skip(f"Ray could not start its node on this busy machine (load {os.getloadavg()[0]:.1f})")
+    assert not failed, why
+    local = run([corpus], tmp_path / "local", CurateConfig(workers=2, progress=False, chunk_size=3, shard_size=3,
+                                                           shares={"photo": 4, "render": 3}))
+    assert local["output"] == 7
+    assert json.loads((tmp_path / "ray/summary.json").read_text())["output"] == 7
     assert read_shards(tmp_path / "ray") == read_shards(tmp_path / "local")
+
+
+def test_cli_trains_a_classifier_that_the_run_then_uses(tmp_path):
+    from PIL import ImageDraw
+
+    def drawing(seed: int) -> Image.Image:  # black lines on white: "technical"
+        im = Image.new("RGB", (64, 48), "white")
+        r = __import__("random").Random(seed)
+        for _ in range(8):
+            ImageDraw.Draw(im).line([r.randint(0, 63) for _ in range(4)], fill="black")
+        return im
+
+    examples = tmp_path / "examples"
+    for category, make in (("painting", lambda i: picture(2000 + i)), ("technical", drawing)):
+        (examples / category).mkdir(parents=True)
+        for i in range(20):
+            (examples / category / f"{i}.png").write_bytes(png_bytes(make(i)))
+    runner = CliRunner()
+    result = runner.invoke(app, ["curate", "train-classifier", str(examples), "-o", str(tmp_path / "clf.safetensors")])
+    assert result.exit_code == 0 and "training accuracy 1.000" in result.output, result.output
+    src = tmp_path / "new"
+    src.mkdir()
+    for i in range(4):
+        (src / f"p{i}.png").write_bytes(png_bytes(picture(3000 + i)))
+        (src / f"t{i}.png").write_bytes(png_bytes(drawing(100 + i)))
+    result = runner.invoke(app, ["curate", "run", str(src), "-o", str(tmp_path / "out"), "--workers", "1",
+                                 "--no-progress", "--shares", "painting=1,technical=1",
+                                 "--classifier", str(tmp_path / "clf.safetensors")])
+    assert result.exit_code == 0, result.output
+    # what the classifier said about each image (before the mix), from the per-image stage's part file
+    rows = [r for part in sorted((tmp_path / "out/work").glob("part-*.parquet"))
+            for r in pq.read_table(part, columns=["key", "category", "category_source"]).to_pylist()]
+    assert len(rows) == 8 and all(r["category_source"].startswith("classifier") for r in rows)
+    right = sum(r["key"].rsplit("/", 1)[-1][0] == r["category"][0] for r in rows)  # p*.png painting, t*.png technical
+    assert right >= 7, rows
+    result = runner.invoke(app, ["curate", "train-classifier", str(src), "-o", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and "no images found" in result.output
+
+
+def test_quota_rejections_say_why(corpus, tmp_path):
+    summary = run([corpus], tmp_path / "a", CurateConfig(workers=1, progress=False, shares={"photo": 1, "render": 1}))
+    rej = pq.read_table(tmp_path / "a/rejections.parquet").to_pylist()
+    assert summary["output"] == 6 and summary["stopped_by"] == "render" and summary["shortfall"] == {"render": 1}
+    assert [(r["key"].rsplit("/", 1)[-1], r["reason"]) for r in rej] == [("photo3.jpg", "over_quota")]
+    assert "stopped when render ran out" in rej[0]["detail"]
+    run([corpus], tmp_path / "b", CurateConfig(workers=1, progress=False, shares={"photo": 1}))
+    reasons = sorted(r["reason"] for r in pq.read_table(tmp_path / "b/rejections.parquet").to_pylist())
+    assert reasons == ["category_not_wanted"] * 3

@@ -24,7 +24,7 @@ def test_shapes_and_identity_at_init():
     model = DiT(PRESETS["tiny"])
     v = model(*_inputs())
     assert v.shape == (2, 3, 16, 16)
-    assert torch.count_nonzero(v) == 0  # adaLN-Zero: a fresh network predicts v = 0
+    assert torch.count_nonzero(v) == 0  # adaLN-Zero: a fresh network outputs 0
     v = _perturbed(model)(*_inputs())
     assert v.abs().mean() > 0 and torch.isfinite(v).all()
 

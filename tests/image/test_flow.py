@@ -5,7 +5,7 @@ from incasa.image.flow import rf_loss, sample, time_shift
 
 
 class Oracle(torch.nn.Module):
-    """The exact velocity field when the data distribution is a single image x0: v(x, t) = (x - x0) / t."""
+    """The exact denoiser when the data distribution is a single image x0: it always answers x0."""
 
     def __init__(self, x0):
         super().__init__()
@@ -13,7 +13,7 @@ class Oracle(torch.nn.Module):
         self.cfg = type("cfg", (), {"patch_size": 2})()
 
     def forward(self, x, t, tokens, mask, pooled):
-        return (x - self.x0) / t.view(-1, 1, 1, 1).clamp(min=1e-6)
+        return self.x0.expand_as(x)
 
 
 def _cond(B):

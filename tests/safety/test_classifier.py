@@ -1,19 +1,23 @@
 import time
 
 import numpy as np
+import pytest
 
 from incasa.safety.classifier import DEFAULT_MODEL, features, load_model, save_model, train
-from incasa.safety.promptset import load_prompt_set
+from incasa.safety.promptset import HARD_CATEGORIES, load_prompt_set
 
 
-def small_training_set():
+@pytest.fixture(scope="module")
+def small():
+    """A model trained on the English, unobfuscated training prompts (~400), shared by the tests below."""
     rows = [r for r in load_prompt_set() if r["split"] == "train" and r["lang"] == "en" and r["obfuscation"] is None]
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
-def test_numpy_inference_matches_sklearn_and_survives_save_load(tmp_path):
-    texts, labels = small_training_set()
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     model, pipeline = train(texts, labels)
+    return texts, labels, model, pipeline
+
+
+def test_numpy_inference_matches_sklearn_and_survives_save_load(tmp_path, small):
+    texts, labels, model, pipeline = small
     path = tmp_path / "m.safetensors"
     save_model(model, path)
     loaded = load_model(path)
@@ -29,24 +33,21 @@ def test_numpy_inference_matches_sklearn_and_survives_save_load(tmp_path):
         assert set(f.metadata()) >= {"classes", "vocabulary", "threshold"}
 
 
-def test_training_separates_its_own_data():
-    texts, labels = small_training_set()
-    model, _ = train(texts, labels)
+def test_training_separates_its_own_data(small):
+    texts, labels, model, _ = small
     predicted = [max(model.predict_proba(t).items(), key=lambda kv: kv[1])[0] for t in texts]
-    assert np.mean([p == y for p, y in zip(predicted, labels)]) > 0.95
+    assert np.mean([p == y for p, y in zip(predicted, labels, strict=True)]) > 0.95
 
 
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
-    assert set(model.classes) == {"benign", "minors_sexual", "non_consensual_sexual", "deepfake_impersonation",
-                                  "graphic_violence", "self_harm", "hate_symbols", "mass_harm_weapons",
-                                  "election_news_manipulation"}
+    assert set(model.classes) == {"benign", *HARD_CATEGORIES}
     assert DEFAULT_MODEL.stat().st_size < 2_000_000
     assert 0.5 <= model.threshold < 1.0
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
     for _ in range(200):
         model.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")
-    assert (time.perf_counter() - start) / 200 < 0.005
+    assert (time.process_time() - start) / 200 < 0.005
 
 
 def test_features_see_through_obfuscation():

@@ -44,8 +44,17 @@ def test_keys_sign_verify_strip_flow(env, photo):
     buf = io.BytesIO()
     embed(photo, make_payload("incasa-image-tiny", "k")).save(buf, "PNG")
     image = env / "out.png"
-    image.write_bytes(sign_image(buf.getvalue(), "png", title="out.png", model="incasa-image-tiny",
-                                 model_version="0.1", parameters={}, keys_dir=env / "keys"))
+    image.write_bytes(
+        sign_image(
+            buf.getvalue(),
+            "png",
+            title="out.png",
+            model="incasa-image-tiny",
+            model_version="0.1",
+            parameters={},
+            keys_dir=env / "keys",
+        )
+    )
     result = runner.invoke(app, ["provenance", "verify", "--json", str(image)])
     report = json.loads(result.output)
     assert result.exit_code == 0 and report["state"] == "valid" and report["trust"] == "untrusted"
@@ -69,7 +78,10 @@ def test_verify_rejects_non_images(env):
 
 
 def test_help_mentions_every_command():
-    for group, commands in {"safety": ["check", "check-image", "train"], "keys": ["init", "show"],
-                            "provenance": ["verify", "strip"]}.items():
+    for group, commands in {
+        "safety": ["check", "check-image", "train"],
+        "keys": ["init", "show"],
+        "provenance": ["verify", "strip"],
+    }.items():
         output = runner.invoke(app, [group, "--help"]).output
         assert all(c in output for c in commands)

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incasa.safety.policy import (CONTENT_POLICY_VIOLATION, HARD_CATEGORIES, Decision, audit, check_image,
-                                  check_prompt, load_policy, openai_error, skin_exposure)
+from incasa.safety.policy import (
+    CONTENT_POLICY_VIOLATION,
+    HARD_CATEGORIES,
+    Decision,
+    audit,
+    check_image,
+    check_prompt,
+    load_policy,
+    openai_error,
+    skin_exposure,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +46,15 @@ def test_red_team_prompts_are_blocked_with_their_category(policy, prompt, catego
 
 @pytest.mark.parametrize(
     "prompt",
-    ["shooting a photo at sunset", "a child's drawing of a cat", "breast cancer awareness ribbon", "a killer whale",
-     "un'orca che salta fuori dall'oceano", "ein Fotoshooting bei Sonnenuntergang", "a cat sleeping on a windowsill"],
+    [
+        "shooting a photo at sunset",
+        "a child's drawing of a cat",
+        "breast cancer awareness ribbon",
+        "a killer whale",
+        "un'orca che salta fuori dall'oceano",
+        "ein Fotoshooting bei Sonnenuntergang",
+        "a cat sleeping on a windowsill",
+    ],
 )
 def test_shared_word_benign_prompts_are_allowed(policy, prompt):
     assert check_prompt(prompt, policy).action == "allow"
@@ -63,8 +79,14 @@ def test_soft_categories_are_configurable_and_hard_ones_are_not(tmp_path, policy
 
 @pytest.mark.parametrize(
     "content, message",
-    [('[actions]\nnope = "block"\n', "unknown policy categories"), ("colour = 1\n", "unknown keys"),
-     ("block_threshold = 0.2\nwarn_threshold = 0.5\n", "warn_threshold <= block_threshold"), ("[[[", "not valid TOML")],
+    [
+        ('[actions]\nnope = "block"\n', "unknown policy categories"),
+        ("colour = 1\n", "unknown keys"),
+        ("block_threshold = 0.2\nwarn_threshold = 0.5\n", "warn_threshold <= block_threshold"),
+        ("[[[", "not valid TOML"),
+        ('actions = "block"\n', "actions must be a dict"),
+        ('block_threshold = "high"\n', "block_threshold must be a float"),
+    ],
 )
 def test_bad_policy_files_are_rejected(tmp_path, content, message):
     path = tmp_path / "p.toml"

@@ -1,8 +1,15 @@
 from collections import Counter, defaultdict
 
 from incasa.safety.normalize import normalize
-from incasa.safety.promptset import (HARD_CATEGORIES, LANGUAGES, OBFUSCATIONS, PROMPTS_FILE, build_prompt_set,
-                                     load_prompt_set, obfuscate)
+from incasa.safety.promptset import (
+    HARD_CATEGORIES,
+    LANGUAGES,
+    OBFUSCATIONS,
+    PROMPTS_FILE,
+    build_prompt_set,
+    load_prompt_set,
+    obfuscate,
+)
 
 
 def test_committed_prompt_set_is_the_build_of_the_seeds():
@@ -15,7 +22,9 @@ def test_split_is_by_core_and_the_same_in_every_language():
     for r in rows:
         split_of[r["core"]].add(r["split"])
     assert all(len(s) == 1 for s in split_of.values())  # a concept never straddles train and test
-    test_cores = Counter(r["core"] for r in rows if r["split"] == "test" and r["frame"] == 0 and r["obfuscation"] is None)
+    test_cores = Counter(
+        r["core"] for r in rows if r["split"] == "test" and r["frame"] == 0 and r["obfuscation"] is None
+    )
     assert set(test_cores.values()) == {len(LANGUAGES)}  # each held-out core is held out in all five languages
     for category in HARD_CATEGORIES:
         held = {c for c in test_cores if c.startswith(category + "/")}

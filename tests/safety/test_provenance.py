@@ -6,7 +6,16 @@ from cryptography.hazmat.primitives import serialization
 from PIL import Image, PngImagePlugin
 
 from incasa.safety import provenance
-from incasa.safety.provenance import CHAIN_FILE, KEY_FILE, create_dev_keys, ensure_dev_keys, key_id, sign_image, strip, verify
+from incasa.safety.provenance import (
+    CHAIN_FILE,
+    KEY_FILE,
+    create_dev_keys,
+    ensure_dev_keys,
+    key_id,
+    sign_image,
+    strip,
+    verify,
+)
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:
@@ -21,8 +30,16 @@ def encode(img: Image.Image, fmt: str) -> bytes:
 
 
 def sign(data: bytes, fmt: str, keys_dir, **kwargs) -> bytes:
-    return sign_image(data, fmt, title=f"out.{fmt}", model="incasa-image-tiny", model_version="0.1",
-                      parameters={"prompt": "a temple", "steps": 20}, keys_dir=keys_dir, **kwargs)
+    return sign_image(
+        data,
+        fmt,
+        title=f"out.{fmt}",
+        model="incasa-image-tiny",
+        model_version="0.1",
+        parameters={"prompt": "a temple", "steps": 20},
+        keys_dir=keys_dir,
+        **kwargs,
+    )
 
 
 def test_dev_chain_meets_c2pa_requirements(keys_dir):

@@ -32,12 +32,19 @@ def test_payload_round_trip_and_attacks(marked):
         "jpeg q50": jpeg(marked, 50),
         "resize 0.5x": marked.resize((w // 2, h // 2), Image.Resampling.BICUBIC),
         "crop 10%": marked.crop((23, 31, 23 + int(w * 0.9), 31 + int(h * 0.9))),
-        "colour jitter": ImageEnhance.Color(ImageEnhance.Contrast(ImageEnhance.Brightness(marked).enhance(1.08)).enhance(0.92)).enhance(1.1),
+        "colour jitter": ImageEnhance.Color(
+            ImageEnhance.Contrast(ImageEnhance.Brightness(marked).enhance(1.08)).enhance(0.92)
+        ).enhance(1.1),
     }
     for name, img in attacked.items():
         found, payload, confidence = detect(img)
         assert found and payload == PAYLOAD, name
         assert confidence >= 0.78
+
+
+def test_large_images_are_read_from_a_crop(photo):
+    big = embed(photo.resize((1536, 1280), Image.Resampling.BICUBIC), PAYLOAD)
+    assert detect(big)[:2] == (True, PAYLOAD)
 
 
 def test_unmarked_and_other_key_are_not_detected(photo, marked):
