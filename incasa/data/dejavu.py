@@ -16,6 +16,12 @@ directions along which different images differ most. The projection ``dejavu_pro
 package; ``benchmarks/dejavu.py --fit`` re-fits it on OpenMoji + Twemoji artwork and tests on Noto (a different
 style), so the benchmark numbers are not measured on the training set.
 
+How good it is (``benchmarks/dejavu.py``, Noto emoji, 1,050 copies under seven transforms against 536-1,050 hard
+negatives): at the default thresholds recall 0.80 at precision 0.81-0.85, where plain pHash gets 0.63 at 0.58-0.63;
+the best sweep point at precision >= 0.90 keeps recall 0.68-0.73. Crops that remove 10-30 % of the area (recall 0.06)
+and rotations (0.73) are the weak transforms. Precision 0.99 is out of reach for this descriptor: some hard
+negatives (adjacent skin tones of small figures, 😈 vs 👿) differ in ~1 % of their pixels and score cosine > 0.998.
+
 The index persists in a folder: ``index-<v>.usearch`` + ``meta-<v>.parquet`` (key, sha256, pHash, run id per label)
 and a ``CURRENT`` pointer, replaced atomically last, naming the version and the committed runs. A run killed before
 it writes ``CURRENT`` leaves the previous version intact; entries of the run being repeated are dropped on load, so a
@@ -39,7 +45,11 @@ EMBED_DIM = 64
 
 @dataclass(frozen=True)
 class DejaVuConfig:
-    """Thresholds of the near-duplicate test (cosine similarity of embeddings, Hamming distance of pHashes)."""
+    """Thresholds of the near-duplicate test (cosine similarity of embeddings, Hamming distance of pHashes).
+
+    The defaults favour catching copies over keeping near-identical variants (for the deja-vu filter a rejected
+    variant costs little); raise ``embed_threshold`` to 0.98-0.985 for precision ~0.90 at recall ~0.70.
+    """
 
     embed_threshold: float = 0.97
     embed_loose: float = 0.90

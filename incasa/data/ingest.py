@@ -17,6 +17,7 @@ chunking, resuming and the run identity deterministic.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import tarfile
@@ -119,7 +120,7 @@ def walk_folder(root: Path) -> tuple[list[Record], list[Rejection]]:
                 is_dir = entry.is_dir(follow_symlinks=True)
                 is_file = entry.is_file(follow_symlinks=True)
             except OSError as e:  # ELOOP on a self-referencing link, EACCES
-                rejections.append(Rejection(f"file:{path}", "symlink_loop" if e.errno == 40 else "unreadable", str(e)))
+                rejections.append(Rejection(f"file:{path}", "symlink_loop" if e.errno == errno.ELOOP else "unreadable", str(e)))
                 continue
             if is_dir:
                 stack.append(path)

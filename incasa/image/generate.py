@@ -58,6 +58,8 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto") ->
     tensors, meta = read_file(path)
     if meta.get("kind") != "incasa-image-dit":
         raise ValueError(f"{path} is not an incasa image checkpoint (kind={meta.get('kind')!r})")
+    if "optim_param_groups" in meta:
+        raise ValueError(f"{path} is a resumable training state; generate from {path.parent / 'model.safetensors'}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = DiT(DiTConfig(**meta["dit"]))
     try:

@@ -240,10 +240,12 @@ def test_cli_trains_a_classifier_that_the_run_then_uses(tmp_path):
 
 
 def test_quota_rejections_say_why(corpus, tmp_path):
-    summary = run([corpus], tmp_path / "a", CurateConfig(workers=1, progress=False, shares={"photo": 1, "render": 1}))
+    summary = run([corpus], tmp_path / "a", CurateConfig(workers=1, progress=False, shares={"photo": 1, "render": 2}))
     rej = pq.read_table(tmp_path / "a/rejections.parquet").to_pylist()
-    assert summary["output"] == 6 and summary["stopped_by"] == "render" and summary["shortfall"] == {"render": 1}
-    assert [(r["key"].rsplit("/", 1)[-1], r["reason"]) for r in rej] == [("photo3.jpg", "over_quota")]
+    # 2 photos + 3 renders, then the neediest category (render) is empty: stop, and say what was missing
+    assert summary["output"] == 5 and summary["stopped_by"] == "render" and summary["shortfall"] == {"render": 5}
+    assert [(r["key"].rsplit("/", 1)[-1], r["reason"]) for r in rej] == [("photo2.jpg", "over_quota"),
+                                                                          ("photo3.jpg", "over_quota")]
     assert "stopped when render ran out" in rej[0]["detail"]
     run([corpus], tmp_path / "b", CurateConfig(workers=1, progress=False, shares={"photo": 1}))
     reasons = sorted(r["reason"] for r in pq.read_table(tmp_path / "b/rejections.parquet").to_pylist())
