@@ -126,12 +126,14 @@ def data_emoji(
     """Build the captioned emoji training set from the open emoji artwork on the npm registry."""
     from rich.progress import Progress
 
-    from incasa.image.data import build_emoji_dataset
+    from incasa.image.data import STYLES, build_emoji_dataset
 
+    chosen = tuple(s for s in styles.split(",") if s)
+    if not chosen or set(chosen) - set(STYLES):
+        fail(f"--styles must be a comma-separated subset of {','.join(STYLES)}, got {styles!r}")
     try:
         with Progress() as progress:
-            index = build_emoji_dataset(out, cache_dir, size=size, styles=tuple(s for s in styles.split(",") if s),
-                                        progress=progress)
+            index = build_emoji_dataset(out, cache_dir, size=size, styles=chosen, progress=progress)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
     total = {split: sum(c.values()) for split, c in index["counts"].items()}
