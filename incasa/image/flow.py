@@ -56,20 +56,24 @@ def rf_loss(model, x0: torch.Tensor, cond: dict, num_tokens: int, generator: tor
     return ((v_hat.float() - v.float()) ** 2).mean()
 
 
-def _guided_velocity(model, x, t_scalar: float, cond: dict, uncond: dict | None, guidance: float):
-    B = x.shape[0]
-    if uncond is None or guidance == 1.0:
-        return velocity(model, x, x.new_full((B,), t_scalar), cond["tokens"], cond["mask"], cond["pooled"])
-    # one batched pass over [uncond; cond]; the two text batches may have different lengths, so pad to the longer
+def _joint_text(cond: dict, uncond: dict) -> dict:
+    """[uncond; cond] as one text batch, padded to the longer of the two (built once, before the Euler loop)."""
     L = max(cond["tokens"].shape[1], uncond["tokens"].shape[1])
 
-    def pad(c):
-        extra = L - c["tokens"].shape[1]
-        return (torch.nn.functional.pad(c["tokens"], (0, 0, 0, extra)), torch.nn.functional.pad(c["mask"], (0, extra)))
+    def pad(c, key, dims):
+        return torch.nn.functional.pad(c[key], dims(L - c[key].shape[1]))
 
-    (tu, mu), (tc, mc) = pad(uncond), pad(cond)
-    v = velocity(model, torch.cat([x, x]), x.new_full((2 * B,), t_scalar), torch.cat([tu, tc]), torch.cat([mu, mc]),
-                 torch.cat([uncond["pooled"], cond["pooled"]]))
+    return {"tokens": torch.cat([pad(c, "tokens", lambda e: (0, 0, 0, e)) for c in (uncond, cond)]),
+            "mask": torch.cat([pad(c, "mask", lambda e: (0, e)) for c in (uncond, cond)]),
+            "pooled": torch.cat([uncond["pooled"], cond["pooled"]])}
+
+
+def _guided_velocity(model, x, t_scalar: float, text: dict, guidance: float | None):
+    """guidance None: `text` is the conditional batch alone; else the joint [uncond; cond] batch of _joint_text."""
+    B = x.shape[0]
+    if guidance is None:
+        return velocity(model, x, x.new_full((B,), t_scalar), text["tokens"], text["mask"], text["pooled"])
+    v = velocity(model, torch.cat([x, x]), x.new_full((2 * B,), t_scalar), text["tokens"], text["mask"], text["pooled"])
     v_u, v_c = v.chunk(2)
     return v_u + guidance * (v_c - v_u)
 
@@ -94,9 +98,11 @@ def sample(model, noise: torch.Tensor, cond: dict, uncond: dict | None, *, steps
     if strength < 1.0:
         ts = torch.cat([torch.tensor([strength]), ts[ts < strength]])
     x = noise if init is None else (1 - ts[0]) * init + ts[0] * noise  # at strength 1 this is pure noise
+    guided = uncond is not None and guidance != 1.0
+    text = _joint_text(cond, uncond) if guided else cond
     for i in range(len(ts) - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
-        v = _guided_velocity(model, x, t, cond, uncond, guidance)
+        v = _guided_velocity(model, x, t, text, guidance if guided else None)
         x = x + (t_next - t) * v
         if mask is not None:
             known = (1 - t_next) * init + t_next * noise
