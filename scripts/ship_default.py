@@ -23,11 +23,12 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--wall-minutes", type=float, required=True)
+    ap.add_argument("--device", default="2-core CPU (torch 2.13.0+cpu)", help="where it was trained, in words")
     args = ap.parse_args()
     tensors, meta = read_file(args.run / "model.safetensors")
     rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     meta.update(name=args.name, command=args.command, train_wall_minutes=args.wall_minutes,
-                final_loss=rows[-1]["loss"], train_device="2-core CPU (torch 2.13.0+cpu)")
+                final_loss=rows[-1]["loss"], train_device=args.device)
     DEFAULT.mkdir(parents=True, exist_ok=True)
     save_file_atomic(tensors, DEFAULT / "model.safetensors", meta)
     shutil.copyfile(args.run / "curve.png", DEFAULT / "curve.png")

@@ -84,7 +84,7 @@ def generate(
 def train_image(
     data: Path = typer.Option(..., "--data", help="Dataset folder written by `incasa data emoji`."),
     out: Path = typer.Option(..., "--out", help="Run folder; re-running with the same folder resumes."),
-    preset: str = typer.Option("small", "--preset", help="DiT size: tiny, small, base, 1b, 8b."),
+    preset: str = typer.Option("small", "--preset", help="DiT size: tiny, small, medium, base, 1b, 8b."),
     text_encoder: str = typer.Option("minilm", "--text-encoder", help="minilm (default), hf:/local/dir, or hash."),
     steps: int = typer.Option(20000, "--steps", help="Optimizer steps in total."),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -98,16 +98,21 @@ def train_image(
     ckpt_every: int = typer.Option(500, "--ckpt-every", help="Save the resumable state every N steps."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop cleanly after this many minutes (state "
+                                                                 "saved, weights exported); 0 = no limit. Re-run "
+                                                                 "the same command to resume."),
 ) -> None:
     """Train the text-to-image DiT from scratch with rectified flow (resumes if --out has a state)."""
     from incasa.image.train import TrainConfig, train
 
     if steps < 1 or batch_size < 1:
         fail("--steps and --batch-size must be positive")
+    if max_minutes < 0:
+        fail("--max-minutes must be >= 0")
     cfg = TrainConfig(data=str(data), out=str(out), preset=preset, text_encoder=text_encoder, steps=steps,
                       batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay, cfg_dropout=cfg_dropout,
                       styles=styles, groups=groups, sample_every=sample_every, ckpt_every=ckpt_every, seed=seed,
-                      device=device)
+                      device=device, max_seconds=max_minutes * 60)
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

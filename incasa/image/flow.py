@@ -46,9 +46,11 @@ def velocity(model, x_t: torch.Tensor, t_B: torch.Tensor, tokens, mask, pooled) 
 def rf_loss(model, x0: torch.Tensor, cond: dict, num_tokens: int, generator: torch.Generator | None = None):
     """Mean squared error between predicted and true velocity at a logit-normal, resolution-shifted t."""
     B = x0.shape[0]
-    u = torch.randn(B, generator=generator, device=x0.device)
+    # draw where the generator lives (a CPU generator also drives a CUDA model, e.g. in evaluation), then move
+    g_dev = generator.device if generator is not None else x0.device
+    u = torch.randn(B, generator=generator, device=g_dev).to(x0.device)
     t = time_shift(torch.sigmoid(u), num_tokens)  # logit-normal(0, 1), then shifted
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    eps = torch.randn(x0.shape, generator=generator, device=g_dev, dtype=x0.dtype).to(x0.device)
     tb = t.view(B, 1, 1, 1).to(x0.dtype)
     x_t = (1 - tb) * x0 + tb * eps
     v_hat = velocity(model, x_t, t, cond["tokens"], cond["mask"], cond["pooled"])

@@ -102,9 +102,10 @@ class MiniLMEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer.encode_batch(list(prompts))
-        ids = torch.tensor([e.ids for e in enc])
-        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool)
-        pos = torch.arange(ids.shape[1])[None]
+        dev = self.word.weight.device  # runs where the module was moved (CPU by default)
+        ids = torch.tensor([e.ids for e in enc], device=dev)
+        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool, device=dev)
+        pos = torch.arange(ids.shape[1], device=dev)[None]
         x = self.emb_norm(self.word(ids) + self.position(pos) + self.token_type(torch.zeros_like(ids)))
         for layer in self.layers:
             x = layer(x, mask)

@@ -56,6 +56,7 @@ class TrainConfig:
     ckpt_every: int = 500
     seed: int = 0
     device: str = "auto"
+    max_seconds: float = 0.0  # stop cleanly (grid, state, export) after this long in this process; 0 = no limit
 
 
 def _device(name: str) -> torch.device:
@@ -69,7 +70,7 @@ def encode_captions(encoder, captions: list[str], batch: int = 256, progress=Non
     chunks = []
     task = progress.add_task("encoding captions", total=len(captions)) if progress else None
     for i in range(0, len(captions), batch):
-        chunks.append(encoder.encode(captions[i: i + batch]))
+        chunks.append({k: v.cpu() for k, v in encoder.encode(captions[i: i + batch]).items()})
         if progress:
             progress.advance(task, len(captions[i: i + batch]))
     L = max(c["tokens"].shape[1] for c in chunks)
@@ -79,12 +80,12 @@ def encode_captions(encoder, captions: list[str], batch: int = 256, progress=Non
             "pooled": torch.cat([c["pooled"] for c in chunks]).half()}
 
 
-def gather_cond(table: dict, idx: torch.Tensor, device) -> dict[str, torch.Tensor]:
-    """Rows of the caption table, trimmed to the longest real caption in this batch."""
+def gather_cond(table: dict, idx: torch.Tensor, trim: bool = True) -> dict[str, torch.Tensor]:
+    """Rows of the caption table (on the table's device). trim: cut to the longest real caption in this batch, which
+    saves CPU time; on GPUs the full, fixed length keeps torch.compile from recompiling for every new length."""
     mask = table["mask"][idx]
-    L = max(1, int(mask.sum(1).max()))
-    return {"tokens": table["tokens"][idx, :L].float().to(device), "mask": mask[:, :L].to(device),
-            "pooled": table["pooled"][idx].float().to(device)}
+    L = max(1, int(mask.sum(1).max())) if trim else mask.shape[1]
+    return {"tokens": table["tokens"][idx, :L].float(), "mask": mask[:, :L], "pooled": table["pooled"][idx].float()}
 
 
 def save_grid(images_BCHW: torch.Tensor, path: Path, ncol: int) -> None:
@@ -103,7 +104,9 @@ def save_grid(images_BCHW: torch.Tensor, path: Path, ncol: int) -> None:
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig, *, console=None) -> dict:
+def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
+    """Run (or resume) training. encoder: an already loaded text encoder to use instead of load_text_encoder(
+    cfg.text_encoder) — e.g. one prepared on a GPU machine; its `spec` must still equal cfg.text_encoder."""
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
     device = _device(cfg.device)
@@ -115,11 +118,19 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
     styles = tuple(s for s in cfg.styles.split(",") if s) or None
     groups = tuple(g for g in cfg.groups.split(",") if g) or None
     images, metas = load_split(Path(cfg.data), "train", styles=styles, groups=groups)
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W]
+    x_all = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W]
     captions = sorted({c for m in metas for c in m["captions"]} | {""})
     cap_index = {c: i for i, c in enumerate(captions)}
-    per_image = [torch.tensor([cap_index[c] for c in m["captions"]]) for m in metas]
-    encoder = load_text_encoder(cfg.text_encoder)
+    # caption ids of every image as one padded table [N, max captions] + counts [N], so a batch picks in one op
+    n_caps = torch.tensor([len(m["captions"]) for m in metas])
+    cap_ids = torch.zeros(len(metas), int(n_caps.max()), dtype=torch.long)
+    for i, m in enumerate(metas):
+        cap_ids[i, : len(m["captions"])] = torch.tensor([cap_index[c] for c in m["captions"]])
+    cap_ids, n_caps = cap_ids.to(device), n_caps.to(device)
+    if encoder is None:
+        encoder = load_text_encoder(cfg.text_encoder)
+    elif encoder.spec != cfg.text_encoder:
+        raise ValueError(f"the given encoder is {encoder.spec!r} but the config says {cfg.text_encoder!r}")
     # the caption features are a pure function of (encoder, captions): cache them so a resume starts at once
     cache_key = hashlib.sha256(json.dumps([encoder.spec, captions]).encode()).hexdigest()
     cache_path = out / "captions.safetensors"
@@ -129,6 +140,7 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
         with Progress(console=console, transient=True) as p:
             table = encode_captions(encoder, captions, progress=p)
         save_file_atomic(table, cache_path, {"key": cache_key})
+    table = {k: v.to(device) for k, v in table.items()}
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
 
@@ -139,7 +151,7 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
     model = DiT(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device).manual_seed(cfg.seed)  # on the training device: no host round trip per draw
     H, W = x_all.shape[-2:]
     num_tokens = (H // mcfg.patch_size) * (W // mcfg.patch_size)
     meta = {"kind": "incasa-image-dit", "incasa_version": __version__, "dit": asdict(mcfg), "preset": cfg.preset,
@@ -177,12 +189,13 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("train", total=cfg.steps, completed=step, info="")
         while step < cfg.steps:
-            idx = batch_indices(step)
-            pick = torch.stack([per_image[i][torch.randint(len(per_image[i]), (1,), generator=gen)] for i in idx.tolist()])
-            drop = torch.rand(len(idx), generator=gen) < cfg.cfg_dropout
-            cap_ids = torch.where(drop, torch.full_like(pick[:, 0], null_id), pick[:, 0])
-            cond = gather_cond(table, cap_ids, device)
-            x0 = x_all[idx].to(device)
+            idx = batch_indices(step).to(device)
+            # one caption per image, uniform over its captions; dropped to "" with prob cfg_dropout
+            which = (torch.rand(len(idx), generator=gen, device=device) * n_caps[idx]).long()
+            drop = torch.rand(len(idx), generator=gen, device=device) < cfg.cfg_dropout
+            batch_caps = torch.where(drop, null_id, cap_ids[idx, which])
+            cond = gather_cond(table, batch_caps, trim=device.type != "cuda")
+            x0 = x_all[idx]
             lr = lr_at(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -195,22 +208,26 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
             ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
             step += 1
             seen += len(idx)
-            losses.append(loss.item())
+            losses.append(loss.detach())
             if step % cfg.log_every == 0 or step == cfg.steps:
+                losses[-cfg.log_every:] = [float(v) for v in losses[-cfg.log_every:]]  # one host sync per log
                 rate = seen / (time.time() - t0)
                 log.log(step=step, loss=float(np.mean(losses[-cfg.log_every:])), lr=lr,
-                        grad_norm=float(grad_norm), images_per_s=rate)
+                        grad_norm=float(grad_norm), images_per_s=rate, elapsed_s=round(time.time() - t0, 2))
                 progress.update(task, info=f"loss {np.mean(losses[-cfg.log_every:]):.4f}  {rate:.1f} img/s")
             progress.update(task, completed=step)
-            if step % cfg.sample_every == 0 or step == cfg.steps:
+            out_of_time = cfg.max_seconds > 0 and time.time() - t0 > cfg.max_seconds
+            if step % cfg.sample_every == 0 or step == cfg.steps or out_of_time:
                 gs = torch.Generator().manual_seed(1234)
                 noise = torch.randn(len(probe), 3, H, W, generator=gs).to(device)
                 imgs = sample(ema, noise, {k: v.to(device) for k, v in probe_cond.items()},
                               {k: v.to(device) for k, v in probe_null.items()}, steps=25, guidance=4.0)
                 save_grid(imgs, out / "samples" / f"step_{step:07d}.png", ncol=8)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 save_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen},
                                     metadata={**meta, "step": step})
+            if out_of_time:  # a later run with the same --out resumes from here
+                break
     save_weights(ema, out / "model.safetensors", {**meta, "step": step, "sample_prompts": probe})
     plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"incasa image {cfg.preset}: rectified-flow loss")
-    return {"step": step, "losses": losses, "out": str(out)}
+    return {"step": step, "losses": [float(v) for v in losses], "out": str(out)}
