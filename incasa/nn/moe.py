@@ -1,0 +1,215 @@
+"""A mixture-of-experts feed-forward layer: token-choice top-k routing over fine-grained SwiGLU experts.
+
+Shape legend: B batch, L sequence, D model width, N = B*L tokens, E routed experts, k experts per token,
+H hidden width of one expert, A = N*k token-expert assignments.
+
+How a token flows (DeepSeek-V3 style, as in torchtitan's MoE):
+  1. Router: logits_NE = x @ W_r; scores = softmax (or sigmoid) of the logits, computed in fp32.
+  2. Selection: the k experts with the highest `scores + bias`. The bias is a per-expert buffer that affects
+     *selection only* -- the weights that scale the expert outputs come from the unbiased scores. This is
+     auxiliary-loss-free load balancing: after every optimizer step `update_balance_bias` nudges the bias of
+     overloaded experts down and of underloaded experts up by a fixed rate (sign of the load error), so load
+     evens out without a loss term pulling against the language-modelling objective.
+  3. Dispatch (dropless): the A assignments are sorted by expert, so each expert's tokens are one contiguous
+     slice; one grouped matrix multiplication (`torch._grouped_mm`) runs all experts at once with per-expert
+     offsets. Where grouped mm is unavailable for the device/dtype, a per-expert loop computes the same thing.
+  4. Combine: expert outputs are scaled by their routing weights and summed back per token. The un-sort is a
+     scatter into a fresh [A, D] buffer followed by a sum over k -- deterministic, unlike index_add's atomics.
+  5. An optional shared expert (a plain SwiGLU every token goes through) is added, as in DeepSeekMoE.
+
+Optional losses (returned, not applied): the sequence-level balance loss of DeepSeek-V3 (a small weight keeps a
+single sequence from collapsing onto few experts) and the router z-loss of ST-MoE (keeps router logits small).
+The layer also records, while training, how many assignments each expert received (for the bias update and the
+`load max/mean` metric) and the mean router entropy.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    dim: int
+    num_experts: int = 8
+    top_k: int = 2
+    expert_hidden: int = 256
+    num_shared_experts: int = 0  # the shared expert's hidden width is num_shared_experts * expert_hidden
+    score_func: str = "softmax"  # softmax | sigmoid (DeepSeek-V3 uses sigmoid)
+    norm_topk: bool = True  # renormalise the k selected weights to sum to 1
+    route_scale: float = 1.0  # the selected weights then sum to route_scale (when norm_topk)
+    balance_loss_weight: float = 0.0  # sequence-level balance loss (DeepSeek-V3 uses ~1e-4)
+    z_loss_weight: float = 0.0  # router z-loss (ST-MoE uses 1e-3)
+    dispatch: str = "auto"  # auto (grouped mm where it works, else loop) | grouped | loop
+
+    def __post_init__(self):
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
+        if self.score_func not in ("softmax", "sigmoid"):
+            raise ValueError(f"score_func must be softmax or sigmoid, got {self.score_func!r}")
+        if self.dispatch not in ("auto", "grouped", "loop"):
+            raise ValueError(f"dispatch must be auto, grouped or loop, got {self.dispatch!r}")
+
+
+class SwiGLU(nn.Module):
+    """D -> H -> D with a SiLU-gated linear unit (Shazeer 2020); the FFN of Llama, and each expert here."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w13 = nn.Linear(dim, 2 * hidden, bias=False)  # gate and up projections fused
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+# ---------------------------------------------------------------- grouped matrix multiplication
+
+
+def _mm_loop(x_AD: torch.Tensor, w_EOD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+    """Reference: each expert's contiguous slice times its own weight (one host sync for the counts)."""
+    outs = [xs @ w.t() for xs, w in zip(x_AD.split(counts_E.tolist()), w_EOD)]
+    return torch.cat(outs) if outs else x_AD.new_zeros(0, w_EOD.shape[1])
+
+
+def _mm_grouped(x_AD: torch.Tensor, w_EOD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+    offs = counts_E.cumsum(0).to(torch.int32)  # end offset of each expert's slice
+    return torch._grouped_mm(x_AD, w_EOD.transpose(-2, -1), offs=offs)
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
+    """Probe once per (device, dtype): does torch._grouped_mm exist, run forward + backward, and match the loop?"""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(48, 32, generator=g).to(device_type, dtype)
+        w = torch.randn(4, 16, 32, generator=g).to(device_type, dtype)
+        up = torch.randn(48, 16, generator=g).to(device_type, dtype)
+        counts = torch.tensor([5, 0, 27, 16], device=device_type)  # unaligned and empty groups, as in real use
+        results = []
+        for mm in (_mm_grouped, _mm_loop):
+            xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+            y = mm(xi, wi, counts)
+            y.backward(up)
+            results.append((y.detach().float(), xi.grad.float(), wi.grad.float()))
+        return all(torch.allclose(a, b, atol=5e-2, rtol=5e-2) for a, b in zip(*results))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
+def expert_mm(x_AD: torch.Tensor, w_EOD: torch.Tensor, counts_E: torch.Tensor, dispatch: str = "auto") -> torch.Tensor:
+    """[A, D] rows sorted by expert, times the expert's [O, D] weight -> [A, O]."""
+    if dispatch == "loop" or (dispatch == "auto" and not grouped_mm_works(x_AD.device.type, x_AD.dtype)):
+        return _mm_loop(x_AD, w_EOD, counts_E)
+    return _mm_grouped(x_AD, w_EOD, counts_E)
+
+
+# ---------------------------------------------------------------- the layer
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: MoEConfig):
+        super().__init__()
+        self.cfg = cfg
+        E, D, H = cfg.num_experts, cfg.dim, cfg.expert_hidden
+        self.router = nn.Linear(D, E, bias=False)
+        self.w13 = nn.Parameter(torch.empty(E, 2 * H, D))  # per expert: gate and up, fused
+        self.w2 = nn.Parameter(torch.empty(E, D, H))
+        nn.init.normal_(self.w13, std=D ** -0.5)
+        nn.init.normal_(self.w2, std=H ** -0.5)
+        self.shared = SwiGLU(D, cfg.num_shared_experts * H) if cfg.num_shared_experts else None
+        # selection bias (persistent: part of the trained model, checkpointed) and the load seen since the last
+        # bias update (not persistent: emptied at every optimizer step)
+        self.register_buffer("expert_bias", torch.zeros(E))
+        self.register_buffer("tokens_per_expert", torch.zeros(E), persistent=False)
+        self.last_entropy = torch.zeros(())
+
+    def route(self, x_ND: torch.Tensor):
+        """-> (indices_Nk, weights_Nk, scores_NE, logits_NE); the bias enters the choice, never the weights."""
+        logits = self.router(x_ND).float()
+        scores = logits.softmax(-1) if self.cfg.score_func == "softmax" else logits.sigmoid()
+        _, idx = torch.topk(scores + self.expert_bias, self.cfg.top_k, dim=-1)
+        weights = scores.gather(-1, idx)
+        if self.cfg.norm_topk:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+        return idx, weights * self.cfg.route_scale, scores, logits
+
+    def experts(self, x_AD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        # grouped mm has no autocast rule: cast to the autocast dtype here so bf16 training uses bf16 GEMMs
+        dev = x_AD.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x_AD.dtype
+        x, w13, w2 = x_AD.to(dtype), self.w13.to(dtype), self.w2.to(dtype)
+        gate, up = expert_mm(x, w13, counts_E, self.cfg.dispatch).chunk(2, dim=-1)
+        return expert_mm(F.silu(gate) * up, w2, counts_E, self.cfg.dispatch)
+
+    def forward(self, x_BLD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (y_BLD, aux_loss) where aux_loss is the weighted sum of the optional balance and z losses."""
+        B, L, D = x_BLD.shape
+        E, k = self.cfg.num_experts, self.cfg.top_k
+        x = x_BLD.reshape(B * L, D)
+        idx_Nk, w_Nk, scores_NE, logits_NE = self.route(x)
+
+        flat = idx_Nk.reshape(-1)  # [A] expert of each assignment
+        order = torch.argsort(flat, stable=True)  # assignments grouped by expert
+        counts = torch.bincount(flat, minlength=E)
+        out_AD = self.experts(x[order // k], counts)
+        out_AD = out_AD * w_Nk.reshape(-1)[order, None].to(out_AD.dtype)
+        y = torch.empty_like(out_AD).index_copy_(0, order, out_AD).view(B * L, k, D).sum(1)  # un-sort, combine
+        if self.shared is not None:
+            y = y + self.shared(x)
+
+        aux = x.new_zeros((), dtype=torch.float32)
+        if self.cfg.balance_loss_weight > 0:
+            balance = sequence_balance_loss(idx_Nk.view(B, L, k), scores_NE.view(B, L, E))
+            aux = aux + self.cfg.balance_loss_weight * balance
+        if self.cfg.z_loss_weight > 0:
+            aux = aux + self.cfg.z_loss_weight * torch.logsumexp(logits_NE, -1).square().mean()
+        if self.training:
+            with torch.no_grad():
+                self.tokens_per_expert += counts.to(self.tokens_per_expert.dtype)
+                p = scores_NE / scores_NE.sum(-1, keepdim=True)
+                self.last_entropy = -(p * p.clamp_min(1e-20).log()).sum(-1).mean()
+        return y.view(B, L, D), aux
+
+
+def sequence_balance_loss(idx_BLk: torch.Tensor, scores_BLE: torch.Tensor) -> torch.Tensor:
+    """DeepSeek-V3 eq. 17-20: per sequence, sum_i f_i * P_i with f_i = E/(k L) * #tokens choosing i and P_i the
+    mean normalised score of expert i; 1.0 when perfectly balanced, up to E/k when collapsed."""
+    B, L, k = idx_BLk.shape
+    E = scores_BLE.shape[-1]
+    f = torch.zeros(B, E, device=idx_BLk.device).scatter_add_(1, idx_BLk.reshape(B, -1),
+                                                            torch.ones(B, L * k, device=idx_BLk.device))
+    f = f * E / (k * L)
+    P = (scores_BLE / scores_BLE.sum(-1, keepdim=True)).mean(1)
+    return (f * P).sum(-1).mean()
+
+
+@torch.no_grad()
+def update_balance_bias(model: nn.Module, rate: float) -> dict[str, float]:
+    """After an optimizer step: bias += rate * sign(mean load - load) in every MoE layer, then empty the counters.
+
+    Returns the load statistics of the step (max/mean over experts, worst layer and mean over layers) and the
+    mean router entropy, for the metrics log."""
+    ratios, entropies = [], []
+    for m in model.modules():
+        if isinstance(m, MoE):
+            load = m.tokens_per_expert
+            if load.sum() == 0:
+                continue
+            ratios.append(float(load.max() / load.mean()))
+            entropies.append(float(m.last_entropy))
+            if rate > 0:
+                m.expert_bias += rate * torch.sign(load.mean() - load)
+            load.zero_()
+    if not ratios:
+        return {}
+    return {"load_max_over_mean": max(ratios), "load_max_over_mean_avg": sum(ratios) / len(ratios),
+            "router_entropy": sum(entropies) / len(entropies)}
