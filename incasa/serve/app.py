@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from incasa.serve.delivery import Guard, ImageStore, Refused, Signing
-from incasa.serve.engines import Registry, ResidentPipelines, image_registry, text_registry
+from incasa.serve.engines import Registry, ResidentPipelines, image_registry, text_registry, voice_registry
 from incasa.serve.idempotency import IdempotencyCache
 from incasa.serve.metrics import Metrics
 from incasa.serve.protocol import APIError
@@ -197,7 +197,8 @@ def build_context(settings: ServeSettings, registry: Registry | None = None) -> 
         resident = ResidentPipelines(device=settings.device, memory_budget_mb=settings.memory_budget_mb,
                                      idle_ttl_s=settings.idle_ttl_s)
         registry = Registry(image=image_registry(settings.image_checkpoints(), resident),
-                            chat=text_registry(settings.text_checkpoints(), settings.device))
+                            chat=text_registry(settings.text_checkpoints(), settings.device),
+                            speech=voice_registry(settings.voice_checkpoints(), settings.device))
     else:  # engines supplied by the caller: find their shared pipeline cache, if any, for /metrics and /ready
         resident = next((e.resident for e in registry.image.values() if hasattr(e, "resident")), None)
     metrics = Metrics()

@@ -51,6 +51,9 @@ def serve(
     text_model: Optional[list[str]] = typer.Option(None, "--text-model", help="NAME=PATH (or PATH) of a text "
                                                    "checkpoint for /v1/chat/completions; repeat for several. "
                                                    "Default: shipped; 'none' for no chat model."),
+    voice_model: Optional[list[str]] = typer.Option(None, "--voice-model", help="NAME=PATH (or PATH) of a voice "
+                                                    "checkpoint for /v1/audio/speech; repeat for several. "
+                                                    "Default: shipped; 'none' for no speech model."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Waiting requests per model before 429 "
                                                                         "(default 64)."),
@@ -72,7 +75,7 @@ def serve(
     """Start the OpenAI-compatible API (images, chat, speech) and the studio page. Ctrl-C or SIGTERM drains: requests
     already accepted finish first. `incasa serve [flags] ray ...` deploys the same app on Ray Serve instead."""
     given = {"host": host, "port": port, "api_keys": api_key or None, "image_models": image_model or None,
-             "text_models": text_model or None,
+             "text_models": text_model or None, "voice_models": voice_model or None,
              "device": device, "queue_size": queue_size, "max_batch_images": max_batch_images,
              "batch_wait_ms": batch_wait_ms, "request_timeout_s": request_timeout,
              "memory_budget_mb": memory_budget_mb, "store_dir": store_dir, "policy": policy}

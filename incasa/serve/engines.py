@@ -297,3 +297,35 @@ def text_registry(checkpoints: list[tuple[str, Path | None]], device: str = "aut
             raise ValueError(f"two text models are named {engine.name!r}; name them: NAME=PATH")
         engines[engine.name] = engine
     return engines
+
+
+class IncasaVoiceEngine:
+    """incasa.voice's text-to-speech model as a SpeechEngine; "default" (or no voice) is the model's first voice."""
+
+    def __init__(self, checkpoint: Path | None, device: str = "cpu", name: str | None = None):
+        from incasa.train.checkpoint import read_metadata
+        from incasa.voice.speak import DEFAULT_CHECKPOINT
+
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+        if not self.checkpoint.is_file():
+            raise ValueError(f"voice model checkpoint {self.checkpoint} does not exist")
+        self.device = "cpu" if device == "auto" else device
+        meta = read_metadata(self.checkpoint)
+        self.name = name or meta.get("name") or "incasa-voice"
+
+    def speak(self, text: str, *, voice: str, speed: float) -> tuple[object, int]:
+        from incasa.voice.speak import synthesize
+
+        return synthesize(text, voice=None if voice in ("", "default") else voice, speed=speed,
+                          checkpoint=self.checkpoint, device=self.device)
+
+
+def voice_registry(checkpoints: list[tuple[str, Path | None]], device: str = "cpu") -> dict[str, SpeechEngine]:
+    """{id: engine} for [(id, checkpoint)]; None = the shipped default voice model."""
+    engines: dict[str, SpeechEngine] = {}
+    for name, path in checkpoints:
+        engine = IncasaVoiceEngine(path, device, name or None)
+        if engine.name in engines:
+            raise ValueError(f"two voice models are named {engine.name!r}; name them: NAME=PATH")
+        engines[engine.name] = engine
+    return engines

@@ -30,6 +30,9 @@ class ServeSettings(BaseSettings):
     text_models: CommaList = Field(default_factory=list, description="NAME=PATH or PATH of text (chat) "
                                                                      "checkpoints; empty = the shipped default; "
                                                                      "'none' = no chat model")
+    voice_models: CommaList = Field(default_factory=list, description="NAME=PATH or PATH of voice (speech) "
+                                                                      "checkpoints; empty = the shipped default; "
+                                                                      "'none' = no speech model")
     device: str = Field("auto", description="auto, cpu or cuda")
     queue_size: int = Field(64, ge=1, description="waiting requests per model before answering 429")
     max_batch_images: int = Field(16, ge=10, description="images per micro-batch (>= 10, the largest n)")
@@ -52,7 +55,7 @@ class ServeSettings(BaseSettings):
     access_log: bool = True
     studio: bool = True
 
-    @field_validator("api_keys", "image_models", "text_models", mode="before")
+    @field_validator("api_keys", "image_models", "text_models", "voice_models", mode="before")
     @classmethod
     def _split(cls, v):
         if isinstance(v, str):
@@ -68,8 +71,16 @@ class ServeSettings(BaseSettings):
 
     def text_checkpoints(self) -> list[tuple[str, Path | None]]:
         """[(model id, checkpoint path)] of the chat models, as image_checkpoints; [] when text_models is 'none'."""
-        if self.text_models == ["none"]:
-            return []
-        if not self.text_models:
-            return [("", None)]
-        return [(name, Path(path)) for name, _, path in (item.rpartition("=") for item in self.text_models)]
+        return _checkpoints(self.text_models)
+
+    def voice_checkpoints(self) -> list[tuple[str, Path | None]]:
+        """[(model id, checkpoint path)] of the speech models; [] when voice_models is 'none'."""
+        return _checkpoints(self.voice_models)
+
+
+def _checkpoints(items: list[str]) -> list[tuple[str, Path | None]]:
+    if items == ["none"]:
+        return []
+    if not items:
+        return [("", None)]
+    return [(name, Path(path)) for name, _, path in (item.rpartition("=") for item in items)]

@@ -49,7 +49,7 @@ def test_speech_returns_wav(seam_client):
     with wave.open(io.BytesIO(audio.content)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (8000, 1, 2400)
     with pytest.raises(openai.BadRequestError) as e:
-        seam_client.audio.speech.create(model="tone", voice="alloy", input="hi", response_format="mp3")
+        seam_client.audio.speech.create(model="tone", voice="alloy", input="hi", response_format="aac")
     assert e.value.body["param"] == "response_format"
 
 
@@ -71,3 +71,25 @@ def test_the_shipped_text_model_answers_through_the_openai_client(tmp_path, live
     assert whole.choices[0].message.content == streamed  # greedy: the same reply streamed or not
     with pytest.raises(openai.BadRequestError):  # unknown role: a 400 in the OpenAI shape, not a 500
         client.chat.completions.create(model=name, messages=[{"role": "wizard", "content": "hi"}])
+
+
+def test_the_shipped_voice_model_speaks_through_the_openai_client(tmp_path, live_server):
+    import soundfile as sf
+
+    from incasa.serve.engines import voice_registry
+
+    registry = Registry(image={"solid": SolidEngine()}, speech=voice_registry([("", None)], "cpu"))
+    server = live_server(create_app(tiny_settings(tmp_path), registry))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    (name,) = registry.speech
+    wav = client.audio.speech.create(model=name, voice="default", input="Hello there.", response_format="wav")
+    audio, rate = sf.read(io.BytesIO(wav.content))
+    assert rate == 16000 and 0.3 < len(audio) / rate < 5 and abs(audio).max() > 0.01
+    slow = client.audio.speech.create(model=name, voice="default", input="Hello there.", speed=0.5)
+    assert len(sf.read(io.BytesIO(slow.content))[0]) > 1.5 * len(audio)  # speed is the length scale
+    for fmt, magic in (("flac", b"fLaC"), ("opus", b"OggS"), ("mp3", None)):
+        data = client.audio.speech.create(model=name, voice="default", input="Hi.", response_format=fmt).content
+        assert len(data) > 100 and (magic is None or data.startswith(magic))
+    with pytest.raises(openai.BadRequestError) as e:  # a voice the model does not have
+        client.audio.speech.create(model=name, voice="alloy", input="Hello.")
+    assert "alloy" in e.value.body["message"]

@@ -1,7 +1,8 @@
-"""POST /v1/audio/speech: any SpeechEngine in the registry, answered as WAV (or raw 16-bit PCM).
+"""POST /v1/audio/speech: any SpeechEngine in the registry, answered as WAV, raw 16-bit PCM, or — through
+libsndfile (the `soundfile` package of the voice extra) — FLAC, MP3 or Opus.
 
-No voice model installed -> 404 model_not_found in the OpenAI shape. Compressed formats (mp3, opus, aac, flac)
-need an encoder we do not ship: they are refused with a 400 that names the formats we have.
+No voice model installed -> 404 model_not_found in the OpenAI shape. AAC has no maintained open encoder in
+libsndfile: it is refused with a 400 that names the formats we have.
 """
 
 import io
@@ -13,7 +14,19 @@ from fastapi import APIRouter, Request, Response
 from incasa.serve.protocol import APIError, SpeechRequest, model_not_found
 
 router = APIRouter(tags=["audio"])
-FORMATS = {"wav": "audio/wav", "pcm": "audio/pcm"}
+FORMATS = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
+ENCODED = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+
+
+def encoded_bytes(samples, rate: int, fmt: str) -> bytes:
+    import numpy as np
+    import soundfile as sf
+
+    container, subtype = ENCODED[fmt]
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0), rate, format=container,
+             subtype=subtype)
+    return buf.getvalue()
 
 
 def pcm16(samples) -> bytes:
@@ -34,19 +47,24 @@ def wav_bytes(samples, rate: int) -> bytes:
 
 
 @router.post("/v1/audio/speech", summary="Speak text with a voice model",
-             responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
+             responses={200: {"content": {media: {} for media in FORMATS.values()}}})
 async def speech(req: SpeechRequest, request: Request) -> Response:
     engine = request.app.state.ctx.registry.speech.get(req.model)
     if engine is None:
         raise model_not_found(req.model, "speech")
     fmt = req.response_format or "wav"
     if fmt not in FORMATS:
-        raise APIError(400, f"response_format {fmt!r} is not available here; use wav or pcm.",
+        raise APIError(400, f"response_format {fmt!r} is not available here; use {', '.join(FORMATS)}.",
                        param="response_format", code="unsupported_value")
+    if req.input.strip():  # the same guardrail as image prompts and chat; refusal -> 400
+        request.app.state.ctx.guard.check_prompt(req.input, source="serve-speech")
     voice = req.voice if isinstance(req.voice, str) else str(req.voice.get("id", "default"))
     try:
         samples, rate = await to_thread.run_sync(lambda: engine.speak(req.input, voice=voice, speed=req.speed or 1.0))
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from None
-    data = wav_bytes(samples, rate) if fmt == "wav" else pcm16(samples)
+    if fmt in ENCODED:
+        data = await to_thread.run_sync(lambda: encoded_bytes(samples, rate, fmt))
+    else:
+        data = wav_bytes(samples, rate) if fmt == "wav" else pcm16(samples)
     return Response(data, media_type=FORMATS[fmt])
