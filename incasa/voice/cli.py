@@ -14,7 +14,7 @@ import typer
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
