@@ -37,6 +37,10 @@ def generate(
     size: int = typer.Option(512, "--size", help="Output size in pixels (the model's image is upscaled; >= 256 "
                                                  "keeps the invisible watermark). Edits keep the init image's size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnx: the DiT runs in ONNX Runtime from "
+                                                           "--onnx-dir (text encoder and sampler stay in PyTorch)."),
+    onnx_dir: Optional[Path] = typer.Option(None, "--onnx-dir", help="Folder from `incasa export onnx` of the same "
+                                                                     "checkpoint (with --backend onnx)."),
 ) -> None:
     """Generate N variants of a prompt as PNGs that carry their generation parameters, an invisible watermark and
     signed C2PA content credentials. Prompts are checked against the safety policy first (refusal: exit code 3)."""
@@ -54,6 +58,9 @@ def generate(
         fail("--mask needs --init-image (the picture to repaint)")
     if not 64 <= size <= 2048:
         fail(f"--size must be between 64 and 2048, got {size}")
+    if backend not in ("torch", "onnx") or (backend == "onnx") != (onnx_dir is not None):
+        fail(f"--backend must be torch, or onnx together with --onnx-dir; got --backend {backend}"
+             + (f" --onnx-dir {onnx_dir}" if onnx_dir else ""))
     try:
         rules = guard.load_policy(None)
         decision = guard.check_prompt(prompt, rules)
@@ -71,7 +78,8 @@ def generate(
         pipe = gen.load_pipeline(checkpoint, device=device)
         images, params = gen.generate_images(prompt, n=n, seed=seed, steps=steps, guidance=guidance, pipeline=pipe,
                                              init_image=init, strength=strength if init is not None and mask is None else 1.0,
-                                             mask=mask_img, return_params=True)
+                                             mask=mask_img, return_params=True, backend=backend,
+                                             onnx_dir=onnx_dir)
         paths = gen.save_images(images, params, out, keys_dir=resolve_keys_dir(None), init_image=init,
                                 mask=mask_img, size=size)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
@@ -118,6 +126,42 @@ def train_image(
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         fail(str(e))
     typer.echo(f"trained to step {result['step']}: {out / 'model.safetensors'}")
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder written by `incasa data emoji`."),
+    out: Path = typer.Option(..., "--out", help="Run folder; re-running with the same folder resumes."),
+    preset: str = typer.Option("emoji", "--preset", help="tiny, emoji (64px -> 16x16x4) or f8c16 (/8, 16 "
+                                                         "channels: the latent space of the 1b and 8b DiTs)."),
+    steps: int = typer.Option(4000, "--steps", help="Optimizer steps in total."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(4e-4, "--lr", help="Peak learning rate (warmup, then cosine)."),
+    warmup: int = typer.Option(200, "--warmup"),
+    kl_weight: float = typer.Option(1e-6, "--kl-weight", help="Weight of the KL term that keeps latents bounded."),
+    groups: str = typer.Option("", "--groups", help="Comma-separated emoji groups (default: all)."),
+    sample_every: int = typer.Option(500, "--sample-every", help="Save a reconstruction grid PNG every N steps."),
+    ckpt_every: int = typer.Option(250, "--ckpt-every", help="Save the resumable state every N steps."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop cleanly after this many minutes; 0 = no "
+                                                                 "limit. Re-run the same command to resume."),
+) -> None:
+    """Train the convolutional autoencoder whose latent space the larger DiT presets use (L1 + MSE + a small KL;
+    no pretrained perceptual network). Writes model.safetensors with the latent scale and the reconstruction PSNR."""
+    from incasa.image.autoencoder import AETrainConfig, train_autoencoder
+
+    if steps < 1 or batch_size < 1 or max_minutes < 0:
+        fail("--steps and --batch-size must be positive and --max-minutes >= 0")
+    cfg = AETrainConfig(data=str(data), out=str(out), preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+                        warmup=warmup, kl_weight=kl_weight, groups=groups, sample_every=sample_every,
+                        ckpt_every=ckpt_every, seed=seed, device=device, max_seconds=max_minutes * 60)
+    try:
+        result = train_autoencoder(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        fail(str(e))
+    typer.echo(f"trained to step {result['step']}: {out / 'model.safetensors'} "
+               f"(reconstruction PSNR on training images {result['train_psnr_db']:.1f} dB)")
 
 
 @data_app.command("emoji")

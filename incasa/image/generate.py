@@ -115,7 +115,9 @@ def to_pil(x_CHW: torch.Tensor) -> Image.Image:
 def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int = 25, guidance: float = 4.0,
                     checkpoint: str | Path | None = None, pipeline: Pipeline | None = None,
                     init_image: Image.Image | None = None, strength: float = 1.0, mask: Image.Image | None = None,
-                    return_params: bool = False):
+                    return_params: bool = False, backend: str = "torch", onnx_dir: str | Path | None = None):
+    """backend "onnx": the DiT runs in ONNX Runtime from `onnx_dir` (incasa export onnx of the same checkpoint);
+    the text encoder and the sampler stay in PyTorch (incasa/image/onnx_backend.py)."""
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty")
     if mask is not None and init_image is None:
@@ -123,15 +125,22 @@ def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int = 25, 
     if init_image is not None and mask is not None and init_image.size != mask.size:
         raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
                          f"{init_image.size[0]}x{init_image.size[1]}; they must be the same size")
+    if backend not in ("torch", "onnx") or (backend == "onnx") != (onnx_dir is not None):
+        raise ValueError(f"backend must be 'torch', or 'onnx' with an onnx_dir; got {backend!r}, onnx_dir={onnx_dir}")
     pipe = pipeline or load_pipeline(checkpoint)
     dev, (H, W) = pipe.device, pipe.size
+    model = pipe.model
+    if backend == "onnx":
+        from incasa.image.onnx_backend import load_onnx_dit
+
+        model = load_onnx_dit(onnx_dir, expect_hash=pipe.weights_hash)
     C = pipe.model.cfg.in_channels
     noise = torch.cat([torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
     cond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([prompt]).items()}
     uncond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([""]).items()}
     init = to_tensor(init_image, (H, W)).expand(n, -1, -1, -1).to(dev) if init_image is not None else None
     m = mask_to_tensor(mask, (H, W)).to(dev) if mask is not None else None
-    x = sample(pipe.model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
+    x = sample(model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
                strength=strength if m is None else 1.0, mask=m)
     if m is not None:  # paste back only the repainted region; the rest is the init image, untouched
         x = m * x + (1 - m) * init
