@@ -10,7 +10,8 @@ Sets:
   (the classifier never saw them; the lexicons were written by the same author who wrote these prompts, so
   the lexicon columns are optimistic — see the "classifier only" ablation for a clean number);
 - fresh_eval.jsonl: 130 prompts written after the lexicons and thresholds were frozen, paraphrasing the
-  categories in new ways; never used for tuning. It shows how the guardrail does on unseen phrasing.
+  categories in new ways; never used for tuning and never edited (its sha256 goes into the result). It shows
+  how the guardrail does on unseen phrasing.
 
 "Blocked" counts action == "block" under the default policy; "flagged" counts block or warn.
 Writes benchmarks/results/guardrails.json (device, date, commit).
@@ -18,6 +19,7 @@ Writes benchmarks/results/guardrails.json (device, date, commit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import sys
@@ -98,7 +100,7 @@ def main() -> None:
         )
 
     def classifier_only(text: str) -> str:
-        return "block" if 1.0 - model.predict_proba(text)["benign"] >= model.threshold else "allow"
+        return "block" if model.blocks(text) else "allow"
 
     check_prompt("warm-up", policy)
     timings, cpu_timings = [], []  # wall clock, and this process's CPU time (robust to a busy machine)
@@ -147,6 +149,22 @@ def main() -> None:
     )
     console.print(f"obfuscated red-team blocked: {main_result['red_team_block_rate']['obfuscated/all']:.1%}")
 
+    per_language = Table(title="Per language: red-team blocked / benign false positives")
+    per_language.add_column("set")
+    for lang in (*LANGUAGES, "all"):
+        per_language.add_column(lang, justify="right")
+    for name in ("held_out", "fresh"):
+        result = results[name]
+        per_language.add_row(
+            name,
+            *[
+                f"{result['red_team_block_rate'][f'all/{lang}']:.0%} / "
+                f"{result['benign_false_positive_rate'][lang]:.1%}"
+                for lang in (*LANGUAGES, "all")
+            ],
+        )
+    console.print(per_language)
+
     summary = Table(title="Ablations and the fresh set")
     summary.add_column("set")
     for column in ("red-team blocked", "benign FP", "red-team flagged (block|warn)", "benign flagged"):
@@ -170,10 +188,13 @@ def main() -> None:
         console.print(f"  {kind}: {row_id}: {text!r}")
 
     payload = {
+        # The fresh set is never edited: its hash shows which version a result was measured on.
+        "fresh_sha256": hashlib.sha256((DATA_DIR / "fresh_eval.jsonl").read_bytes()).hexdigest(),
+        "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,
             "warn_threshold": policy.warn_threshold,
-            "classifier_threshold": model.threshold,
+            "classifier_thresholds": model.thresholds,
         },
         "latency": latency,
         **results,

@@ -8,9 +8,14 @@ import typer
 
 from incasa.arena.cli import app as arena_app
 from incasa.data.cli import app as curate_app
+from incasa.eval_cli import app as eval_app
+from incasa.export_cli import app as export_app
 from incasa.image.cli import data_app, generate, train_app
 from incasa.safety.cli import app as safety_app
 from incasa.safety.cli import keys_app, provenance_app
+from incasa.serve.cli import app as serve_app
+from incasa.text.cli import chat, train_text
+from incasa.voice.cli import speak, train_voice, voices
 
 app = typer.Typer(
     name="incasa",
@@ -26,6 +31,14 @@ app.add_typer(curate_app, name="curate", help="Curate a balanced, de-duplicated 
 app.add_typer(safety_app, name="safety", help="Guardrails: check prompts and images against the policy.")
 app.add_typer(keys_app, name="keys", help="Signing keys for C2PA content credentials.")
 app.add_typer(provenance_app, name="provenance", help="Verify or strip C2PA content credentials and watermarks.")
+app.command(name="speak", help="Speak text with a voice model (the shipped default unless --checkpoint).")(speak)
+app.command(name="voices", help="List the voices of a voice model.")(voices)
+app.command(name="chat", help="Chat with a text model in the terminal (the shipped default unless --checkpoint).")(chat)
+train_app.command(name="voice", help="Train a text-to-speech model from scratch.")(train_voice)
+train_app.command(name="text", help="Train a mixture-of-experts language model from scratch.")(train_text)
+app.add_typer(eval_app, name="eval", help="Measure checkpoints: prompt fidelity, memorisation, diversity, ...")
+app.add_typer(export_app, name="export", help="Export an image checkpoint for Diffusers or ONNX Runtime.")
+app.add_typer(serve_app, name="serve", help="Serve every model behind one OpenAI-compatible HTTP API + studio page.")
 app.add_typer(arena_app, name="arena", help="Blind side-by-side battles and a leaderboard with confidence intervals.")
 
 if __name__ == "__main__":

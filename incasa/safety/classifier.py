@@ -3,7 +3,7 @@
 Word lists catch the words someone thought of; a classifier over character n-grams also catches inflections,
 compounds and unseen phrasings that share pieces with known ones ("decapitazione" shares "decapit" with
 "decapitated"; German compounds share their parts). It is small on purpose: trained in seconds on the
-project's own prompt set (`promptset.py`), stored as a ~0.5 MB safetensors file (no pickle), and scored in
+project's own prompt set (`promptset.py`), stored as a ~1 MB safetensors file (no pickle), and scored in
 well under a millisecond per prompt with a dictionary lookup and one small matrix product.
 
 Features (`features`): on the `normalize()`d prompt, every word padded with spaces contributes its character
@@ -11,12 +11,21 @@ n-grams of length 3..5 (" nud", "nude", "ude "...), and the text contributes its
 ("w:hidden", "w:hidden camera"). scikit-learn's TfidfVectorizer turns them into sublinear TF-IDF vectors with
 L2 norm; LogisticRegression learns one weight vector per class (the eight hard categories + "benign").
 
+Blocking: each unsafe category c has its own threshold on P(c) (`thresholds`), chosen by grouped cross-validation
+so that category alone fires on at most 1/8 of the false-positive budget (1 %) of benign training prompts out of
+fold (by the union bound all eight together stay within the budget), and never below 0.5. One threshold per
+category beats one on P(unsafe) = 1 - P(benign) out of fold: the benign prompts that look unsafe mostly look
+like one category, and a single threshold on their sum has to clear the hardest of them for every category at
+once. The 0.5 floor keeps text unlike any training prompt (code, log lines, chat) from being blocked because
+its probability is spread thin over the classes (without it, 4.6 % of 1,579 strings from the repository's code
+and tests were blocked; with it 1.3 %, as with the old single threshold).
+
 Only training needs scikit-learn. The saved model holds the vocabulary, the IDF weights, and the coefficient
 matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax exactly in numpy, and a
 test checks that against scikit-learn on the training prompts.
 
 Train with `incasa safety train` (rebuilds data/prompts.jsonl from the seeds, fits on the "train" split,
-reports the "test" split, writes data/prompt_classifier.safetensors).
+picks the per-category thresholds by grouped CV, writes data/prompt_classifier.safetensors).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from incasa.safety.normalize import normalize
 
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
+MIN_THRESHOLD = 0.5  # the classifier alone blocks only a category it finds more likely than not
 
 
 def features(text: str) -> list[str]:
@@ -55,7 +65,7 @@ class ClassifierModel:
     idf: np.ndarray  # (F,)
     coef: np.ndarray  # (C, F)
     intercept: np.ndarray  # (C,)
-    threshold: float = 0.5  # P(unsafe) at which the classifier alone should block, chosen by grouped CV
+    thresholds: dict[str, float] | None = None  # per unsafe class: P(class) at which to block (grouped CV)
 
     def vectorize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Sparse TF-IDF vector as (indices, values): sublinear tf, idf, L2 norm — as scikit-learn does."""
@@ -77,9 +87,16 @@ class ClassifierModel:
         probs = logits / logits.sum()
         return {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
 
+    def blocks(self, text: str) -> bool:
+        """Whether the classifier alone would block: some unsafe class reaches its own threshold."""
+        if self.thresholds is None:
+            raise ValueError("this classifier has no thresholds yet; train it with `incasa safety train`")
+        probs = self.predict_proba(text)
+        return any(probs[c] >= t for c, t in self.thresholds.items())
+
 
 def save_model(model: ClassifierModel, path: str | Path) -> None:
-    """Weights as safetensors (float16 coefficients); classes, vocabulary and threshold in its JSON metadata."""
+    """Weights as safetensors (float16 coefficients); classes, vocabulary and thresholds in its JSON metadata."""
     from safetensors.numpy import save_file
 
     vocab = sorted(model.vocabulary, key=model.vocabulary.get)
@@ -91,7 +108,7 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
     metadata = {
         "classes": json.dumps(list(model.classes)),
         "vocabulary": json.dumps(vocab, ensure_ascii=False),
-        "threshold": repr(float(model.threshold)),
+        "thresholds": json.dumps(model.thresholds),
         "features": f"char {NGRAM_SIZES} + word 1-2 grams",
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
@@ -109,14 +126,16 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
         tensors = {name: f.get_tensor(name).astype(np.float64) for name in ("idf", "coef", "intercept")}
-    vocab = json.loads(meta["vocabulary"])
+    if "thresholds" not in meta:
+        raise ValueError(f"{path} is a classifier of an older format (one threshold); retrain: `incasa safety train`")
+    vocab, thresholds = json.loads(meta["vocabulary"]), json.loads(meta["thresholds"])
     return ClassifierModel(
         classes=tuple(json.loads(meta["classes"])),
         vocabulary={g: i for i, g in enumerate(vocab)},
         idf=tensors["idf"],
         coef=tensors["coef"],
         intercept=tensors["intercept"],
-        threshold=float(meta["threshold"]),
+        thresholds=None if thresholds is None else {c: float(t) for c, t in thresholds.items()},
     )
 
 
@@ -142,45 +161,54 @@ def train(texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int =
     return model, pipeline
 
 
-def cross_validated_threshold(rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01) -> dict:
-    """Choose the blocking threshold on P(unsafe) without looking at the test split.
+def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01) -> dict:
+    """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
     Grouped k-fold over the training rows, grouped by core (a concept and all its translations, frames and
-    obfuscations stay in one fold), gives an out-of-fold P(unsafe) for every training prompt. The threshold is
-    the lowest value whose out-of-fold false-positive rate on benign prompts is at most `max_fp`.
+    obfuscations stay in one fold), gives out-of-fold probabilities for every training prompt. Each of the K
+    unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
+    fold, so that all of them together (union bound) flag at most max_fp of benign prompts; and at least
+    MIN_THRESHOLD.
     """
     from sklearn.model_selection import GroupKFold
 
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] for r in rows])
     groups = [r["core"] for r in rows]
-    unsafe = np.zeros(len(rows))
+    classes = sorted(set(labels))
+    probs = np.zeros((len(rows), len(classes)))  # (N, C) out of fold
     for fit_idx, val_idx in GroupKFold(n_splits=folds).split(texts, labels, groups):
         _, pipeline = train([texts[i] for i in fit_idx], list(labels[fit_idx]), c=c)
-        benign_col = list(pipeline.classes_).index("benign")
-        unsafe[val_idx] = 1.0 - pipeline.predict_proba([texts[i] for i in val_idx])[:, benign_col]
+        assert list(pipeline.classes_) == classes, "every fold must see every class"
+        probs[val_idx] = pipeline.predict_proba([texts[i] for i in val_idx])
     benign = labels == "benign"
-    candidates = np.unique(np.concatenate([unsafe[benign], [0.5]]))
-    ok = [t for t in candidates if t >= 0.5 and np.mean(unsafe[benign] >= t) <= max_fp]
-    threshold = float(min(ok)) if ok else 0.99
-    threshold = float(np.nextafter(threshold, 1.0)) if np.mean(unsafe[benign] >= threshold) > max_fp else threshold
+    unsafe = [k for k in classes if k != "benign"]
+    thresholds = {}
+    for k in unsafe:
+        scores = np.sort(probs[benign, classes.index(k)])[::-1]  # benign prompts' P(k), highest first
+        allowed = int(np.floor(max_fp / len(unsafe) * len(scores)))  # how many may reach the threshold
+        # Just above the first benign score that may not reach it, and never below even odds: text unlike any
+        # training prompt (code, log lines, chat) spreads its probability over the classes, and a threshold
+        # under 0.5 would let that spread alone block it.
+        thresholds[k] = max(MIN_THRESHOLD, float(np.nextafter(scores[allowed], 1.0)))
+    fired = np.stack([probs[:, classes.index(k)] >= t for k, t in thresholds.items()], axis=1).any(axis=1)
     return {
-        "threshold": threshold,
-        "oof_false_positive_rate": float(np.mean(unsafe[benign] >= threshold)),
-        "oof_recall": float(np.mean(unsafe[~benign] >= threshold)),
+        "thresholds": thresholds,
+        "oof_false_positive_rate": float(np.mean(fired[benign])),
+        "oof_recall": float(np.mean(fired[~benign])),
     }
 
 
 def train_on_prompt_set(
     rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0
 ) -> tuple[ClassifierModel, dict]:
-    """Fit on the rows whose split is "train" (see promptset.py), pick the threshold by grouped CV, save."""
+    """Fit on the rows whose split is "train" (see promptset.py), pick the thresholds by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:
         raise ValueError("the prompt set has no 'train' rows")
-    cv = cross_validated_threshold(train_rows, c=c)
+    cv = cross_validated_thresholds(train_rows, c=c)
     model, _ = train([r["text"] for r in train_rows], [r["label"] for r in train_rows], c=c)
-    model = replace(model, threshold=cv["threshold"])
+    model = replace(model, thresholds=cv["thresholds"])
     save_model(model, out_path)
     load_model.cache_clear()
     return model, cv

@@ -137,7 +137,8 @@ def train(
     model, cv = train_on_prompt_set(rows, DEFAULT_MODEL, c=c)
     typer.echo(f"classifier: {len(model.vocabulary)} features, {len(model.classes)} classes -> {DEFAULT_MODEL}")
     typer.echo(
-        f"grouped 5-fold CV on the train split: threshold {cv['threshold']:.3f}, out-of-fold benign false "
+        f"grouped 5-fold CV on the train split: per-category thresholds "
+        f"{min(cv['thresholds'].values()):.3f}..{max(cv['thresholds'].values()):.3f}, out-of-fold benign false "
         f"positives {cv['oof_false_positive_rate']:.1%}, red-team recall by the classifier alone {cv['oof_recall']:.1%}"
     )
     typer.echo("held-out numbers of the whole guardrail: python benchmarks/guardrails.py")

@@ -18,9 +18,10 @@ How a prompt is scored (`check_prompt`), every step offline and in well under a 
 1. `normalize()` undoes obfuscation (leetspeak, spacing, homoglyphs, zero-width characters, accents).
 2. The curated lexicons (`lexicon.py`, data/lexicons.json; en/it/es/fr/de) give each category they see a score
    of 1.0 (a strong term), 0.95 (a pair such as minor + sexual) or 0.55 (a weak hint such as a public name).
-3. The learned classifier (`classifier.py`, data/prompt_classifier.safetensors) gives 1 - P(benign), credited to its
-   most likely unsafe category, rescaled so that its own threshold (chosen by grouped cross-validation on the
-   training prompts for <= 1 % false positives) maps to the block threshold. Eight hard categories only.
+3. The learned classifier (`classifier.py`, data/prompt_classifier.safetensors) gives P(category) for each of the
+   eight hard categories, each rescaled so that its own threshold (chosen by grouped cross-validation on the
+   training prompts, <= 1 % false positives for all categories together, never below P = 0.5) maps to the
+   block threshold.
 4. Per category the higher score wins. Score >= block_threshold (0.8) -> the category's action;
    >= warn_threshold (0.5) -> "warn" (unless the category is "allow"); the most severe outcome is returned.
 
@@ -206,21 +207,23 @@ def check_prompt(prompt: str, policy: Policy) -> Decision:
     for category, hit in match(normalized, load_lexicons(policy.lexicons_path)).items():
         scores[category] = (hit.score, "lexicon: " + ", ".join(repr(t) for t in hit.terms[:4]))
     model = load_model(policy.classifier_path)
+    if model.thresholds is None:
+        raise ValueError(f"classifier {policy.classifier_path} has no thresholds; train it with `incasa safety train`")
     probs = model.predict_proba(prompt)
-    unsafe = 1.0 - probs["benign"]
-    category = max((c for c in probs if c != "benign"), key=probs.get)
-    score = _calibrate(unsafe, model.threshold, policy.block_threshold)
-    if score > scores.get(category, (0.0, ""))[0]:
-        scores[category] = (score, f"classifier: P(unsafe)={unsafe:.2f}, most likely {category}")
+    for category, threshold in model.thresholds.items():
+        score = _calibrate(probs[category], threshold, policy.block_threshold)
+        if score > scores.get(category, (0.0, ""))[0]:
+            scores[category] = (score, f"classifier: P({category})={probs[category]:.2f}, blocks at {threshold:.2f}")
     return _decide(scores, policy)
 
 
-def _calibrate(unsafe: float, model_threshold: float, block_threshold: float) -> float:
-    """Map P(unsafe) piecewise-linearly so that the model's own cross-validated threshold lands on the policy's
-    block threshold: the classifier alone then blocks where it keeps <= 1 % false positives out of fold."""
-    if unsafe < model_threshold:
-        return unsafe * block_threshold / model_threshold
-    return block_threshold + (unsafe - model_threshold) / (1.0 - model_threshold) * (1.0 - block_threshold)
+def _calibrate(p: float, model_threshold: float, block_threshold: float) -> float:
+    """Map a class probability piecewise-linearly so that the model's own cross-validated threshold for that
+    class lands on the policy's block threshold: the classifier alone then blocks where, all classes together,
+    it keeps <= 1 % false positives out of fold."""
+    if p < model_threshold:
+        return p * block_threshold / model_threshold
+    return block_threshold + (p - model_threshold) / (1.0 - model_threshold) * (1.0 - block_threshold)
 
 
 def openai_error(decision: Decision) -> dict:

@@ -16,6 +16,12 @@ Expansion (`build_prompt_set`), fully deterministic:
   and 6 of 20 ordinary benign cores are "test". A test prompt's concept is therefore unseen in training in
   every language, with every frame — a stricter split than a random one over prompts.
 
+Widening (the seeds' "train_only" section, added in a second round): per language 5 more red-team cores per hard
+category, 12 more shared-word benign cores, and 2 request frames ("can you draw {x}?", "i need a picture of {x}
+for my project"). All of it is training data only: the train-only cores are never held out, and the request
+frames are applied to train cores only, so the test rows are exactly those of the first round (a test checks it)
+and held-out numbers stay comparable before and after the widening.
+
 The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
 frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
 """
@@ -94,13 +100,44 @@ def load_seeds(data_dir: Path = DATA_DIR) -> dict[str, dict]:
         missing = [c for c in (*HARD_CATEGORIES, "benign", "benign_tricky") if c not in seeds[lang]]
         if missing:
             raise ValueError(f"{path} lacks the sections {missing}")
+        unknown = sorted(set(seeds[lang].get("train_only", {})) - {*HARD_CATEGORIES, "benign_tricky", "frames_request"})
+        if unknown:
+            raise ValueError(f"{path}: unknown train_only sections {unknown}")
     return seeds
 
 
-def build_prompt_set(data_dir: Path = DATA_DIR) -> list[dict]:
+def _expand(lang, section, label, tricky, key, core, frames, split, extra_frames=()) -> list[dict]:
+    """One core in every frame (then the train-only request frames), plus one obfuscated copy of the bare core.
+
+    `key` names the core within its section: its index ("3") or, for a train-only core, "t" + index ("t3").
+    """
+    rng = random.Random(f"{SPLIT_SEED}:{lang}:{section}:{key}")
+    variants = [(f, frame.format(x=core), None) for f, frame in enumerate(frames)]
+    variants.append((0, obfuscate(core, method := rng.choice(OBFUSCATIONS)), method))
+    variants += [(len(frames) + f, frame.format(x=core), None) for f, frame in enumerate(extra_frames)]
+    return [
+        {
+            "id": f"{lang}-{section}-{key:0>2}-{frame}{'-' + obfuscation if obfuscation else ''}",
+            "text": text,
+            "lang": lang,
+            "label": label,
+            "tricky": tricky,
+            "core": f"{section}/{key}",
+            "frame": frame,
+            "obfuscation": obfuscation,
+            "split": split,
+        }
+        for frame, text, obfuscation in variants
+    ]
+
+
+def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[dict]:
+    """Every row of the prompt set; `widen=False` leaves out the seeds' "train_only" section (first round only)."""
     seeds = load_seeds(data_dir)
     rows: list[dict] = []
     for lang, seed in seeds.items():
+        extra = seed.get("train_only", {}) if widen else {}
+        request_frames = extra.get("frames_request", [])
         sections = [(c, c, False, seed["frames_harm"]) for c in HARD_CATEGORIES]
         sections += [
             ("benign_tricky", BENIGN, True, seed["frames_benign"]),
@@ -111,23 +148,11 @@ def build_prompt_set(data_dir: Path = DATA_DIR) -> list[dict]:
             test = held_out_indices(section, len(cores))
             for index, core in enumerate(cores):
                 split = "test" if index in test else "train"
-                rng = random.Random(f"{SPLIT_SEED}:{lang}:{section}:{index}")
-                variants = [(f, frame.format(x=core), None) for f, frame in enumerate(frames)]
-                variants.append((0, obfuscate(core, method := rng.choice(OBFUSCATIONS)), method))
-                for frame, text, obfuscation in variants:
-                    rows.append(
-                        {
-                            "id": f"{lang}-{section}-{index:02d}-{frame}{'-' + obfuscation if obfuscation else ''}",
-                            "text": text,
-                            "lang": lang,
-                            "label": label,
-                            "tricky": tricky,
-                            "core": f"{section}/{index}",
-                            "frame": frame,
-                            "obfuscation": obfuscation,
-                            "split": split,
-                        }
-                    )
+                # The request frames widen training only: the test rows stay exactly what they were.
+                more = request_frames if split == "train" else ()
+                rows += _expand(lang, section, label, tricky, str(index), core, frames, split, more)
+            for index, core in enumerate(extra.get(section, [])):  # train-only cores: never held out
+                rows += _expand(lang, section, label, tricky, f"t{index}", core, frames, "train", request_frames)
     return rows
 
 

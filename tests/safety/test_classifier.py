@@ -3,7 +3,14 @@ import time
 import numpy as np
 import pytest
 
-from incasa.safety.classifier import DEFAULT_MODEL, features, load_model, save_model, train
+from incasa.safety.classifier import (
+    DEFAULT_MODEL,
+    cross_validated_thresholds,
+    features,
+    load_model,
+    save_model,
+    train,
+)
 from incasa.safety.promptset import HARD_CATEGORIES, load_prompt_set
 
 
@@ -30,7 +37,7 @@ def test_numpy_inference_matches_sklearn_and_survives_save_load(tmp_path, small)
 
     with safe_open(str(path), framework="np") as f:  # plain tensors + JSON metadata, no pickle
         assert set(f.keys()) == {"idf", "coef", "intercept"}
-        assert set(f.metadata()) >= {"classes", "vocabulary", "threshold"}
+        assert set(f.metadata()) >= {"classes", "vocabulary", "thresholds"}
 
 
 def test_training_separates_its_own_data(small):
@@ -43,7 +50,8 @@ def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", *HARD_CATEGORIES}
     assert DEFAULT_MODEL.stat().st_size < 2_000_000
-    assert 0.5 <= model.threshold < 1.0
+    assert set(model.thresholds) == set(HARD_CATEGORIES)
+    assert all(0.5 <= t < 1.0 for t in model.thresholds.values())  # never below even odds (MIN_THRESHOLD)
     start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
     for _ in range(200):
         model.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")
@@ -53,3 +61,15 @@ def test_shipped_model_is_small_fast_and_complete():
 def test_features_see_through_obfuscation():
     assert features("N 4 K E D") == features("naked")
     assert "w:naked" in features("naked girl") and " na" in features("naked")
+
+
+def test_per_category_thresholds_keep_the_out_of_fold_budget():
+    """Each class may spend max_fp / 8 of the benign prompts out of fold; together they stay within max_fp."""
+    rows = [r for r in load_prompt_set() if r["split"] == "train" and r["lang"] == "en" and r["obfuscation"] is None]
+    cv = cross_validated_thresholds(rows, folds=3, max_fp=0.04)
+    assert set(cv["thresholds"]) == set(HARD_CATEGORIES)
+    assert cv["oof_false_positive_rate"] <= 0.04
+    assert cv["oof_recall"] > 0.0  # it blocks something out of fold, not just everything or nothing
+    stricter = cross_validated_thresholds(rows, folds=3, max_fp=0.0)
+    assert stricter["oof_false_positive_rate"] == 0.0
+    assert all(stricter["thresholds"][c] >= t for c, t in cv["thresholds"].items())
