@@ -10,5 +10,5 @@ for setup in .ci/*.sh; do
 done
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,safety,curate,ray,arena,serve,voice,text,eval,export]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,safety,curate,ray,arena,serve,voice,text,eval,export,gpu]'
 exec .venv/bin/python -m pytest "$@"
