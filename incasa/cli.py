@@ -41,5 +41,28 @@ app.add_typer(export_app, name="export", help="Export an image checkpoint for Di
 app.add_typer(serve_app, name="serve", help="Serve every model behind one OpenAI-compatible HTTP API + studio page.")
 app.add_typer(arena_app, name="arena", help="Blind side-by-side battles and a leaderboard with confidence intervals.")
 
+# optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies])
+EXTRA_OF = {"gruut": "voice", "soundfile": "voice", "num2words": "voice", "pocketsphinx": "voice", "jiwer": "voice",
+            "fastapi": "serve", "uvicorn": "serve", "pydantic_settings": "serve", "prometheus_client": "serve",
+            "openai": "serve", "diffusers": "export", "onnx": "export", "onnxruntime": "export",
+            "onnxscript": "export", "torchao": "gpu", "sklearn": "safety", "usearch": "curate", "pyarrow": "curate",
+            "imagehash": "curate", "OpenEXR": "curate", "ray": "ray", "sqlalchemy": "arena", "alembic": "arena",
+            "jinja2": "arena", "scipy": "eval"}
+
+
+def main() -> None:
+    """The console script: the Typer app, with a missing optional package turned into one line that names the
+    extra to install, instead of a traceback."""
+    try:
+        app()
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        typer.secho(f"Error: this command needs the optional package {top!r}: pip install 'incasa[{EXTRA_OF[top]}]' "
+                    f"(or -e '.[{EXTRA_OF[top]}]' in a checkout)", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

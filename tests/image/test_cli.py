@@ -101,3 +101,17 @@ def test_train_unknown_preset_and_help(tiny_dataset, tmp_path):
     r = _run("train", "image", "--data", tmp_path / "nothing", "--out", tmp_path / "r", "--preset", "tiny")
     assert r.exit_code == 2 and "incasa data emoji" in r.output
     assert _run("--help").exit_code == 0 and "generate" in _run("--help").output
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    from incasa import cli
+
+    monkeypatch.setitem(sys.modules, "gruut", None)  # import gruut -> ModuleNotFoundError, as without the extra
+    monkeypatch.setattr(sys, "argv", ["incasa", "speak", "Hello.", "-o", "/tmp/never.wav"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2 and "pip install 'incasa[voice]'" in capsys.readouterr().err
