@@ -156,7 +156,7 @@ def train_autoencoder(cfg: AETrainConfig, *, console=None) -> dict:
 
     from incasa import __version__
     from incasa.image.data import load_split
-    from incasa.image.train import save_grid
+    from incasa.image.train import _device, save_grid
     from incasa.train.checkpoint import load_training_state, read_metadata, save_training_state, save_weights
     from incasa.train.ema import ema_decay_at, ema_update
     from incasa.train.metrics import MetricsLog, plot_curve
@@ -164,8 +164,7 @@ def train_autoencoder(cfg: AETrainConfig, *, console=None) -> dict:
 
     if cfg.preset not in AE_PRESETS:
         raise ValueError(f"unknown autoencoder preset {cfg.preset!r}; choose from {', '.join(AE_PRESETS)}")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

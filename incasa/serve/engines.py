@@ -244,17 +244,22 @@ class Registry:
         return next(iter(self.image), None)
 
 
-def image_registry(checkpoints: list[tuple[str, Path | None]], resident: ResidentPipelines) -> dict[str, ImageEngine]:
-    """{id: engine} for [(id, checkpoint)] ("" = named by the checkpoint's metadata; None = the shipped default)."""
-    engines: dict[str, ImageEngine] = {}
+def _registry(kind: str, checkpoints: list[tuple[str, Path | None]], make: Callable) -> dict:
+    """{id: make(path, name)} for [(id, checkpoint)] ("" = named by the checkpoint's metadata; None = the shipped
+    default); a missing file or two models of one name are refused."""
+    engines: dict = {}
     for name, path in checkpoints:
         if path is not None and not Path(path).is_file():
-            raise ValueError(f"image model checkpoint {path} does not exist")
-        engine = IncasaImageEngine(path, resident, name or None)
+            raise ValueError(f"{kind} model checkpoint {path} does not exist")
+        engine = make(path, name or None)
         if engine.name in engines:
-            raise ValueError(f"two image models are named {engine.name!r}; name them: NAME=PATH")
+            raise ValueError(f"two {kind} models are named {engine.name!r}; name them: NAME=PATH")
         engines[engine.name] = engine
     return engines
+
+
+def image_registry(checkpoints: list[tuple[str, Path | None]], resident: ResidentPipelines) -> dict[str, ImageEngine]:
+    return _registry("image", checkpoints, lambda path, name: IncasaImageEngine(path, resident, name))
 
 
 class IncasaTextEngine:
@@ -289,14 +294,7 @@ class IncasaTextEngine:
 
 
 def text_registry(checkpoints: list[tuple[str, Path | None]], device: str = "auto") -> dict[str, ChatEngine]:
-    """{id: engine} for [(id, checkpoint)]; None = the shipped default text model."""
-    engines: dict[str, ChatEngine] = {}
-    for name, path in checkpoints:
-        engine = IncasaTextEngine(path, device, name or None)
-        if engine.name in engines:
-            raise ValueError(f"two text models are named {engine.name!r}; name them: NAME=PATH")
-        engines[engine.name] = engine
-    return engines
+    return _registry("text", checkpoints, lambda path, name: IncasaTextEngine(path, device, name))
 
 
 class IncasaVoiceEngine:
@@ -321,11 +319,4 @@ class IncasaVoiceEngine:
 
 
 def voice_registry(checkpoints: list[tuple[str, Path | None]], device: str = "cpu") -> dict[str, SpeechEngine]:
-    """{id: engine} for [(id, checkpoint)]; None = the shipped default voice model."""
-    engines: dict[str, SpeechEngine] = {}
-    for name, path in checkpoints:
-        engine = IncasaVoiceEngine(path, device, name or None)
-        if engine.name in engines:
-            raise ValueError(f"two voice models are named {engine.name!r}; name them: NAME=PATH")
-        engines[engine.name] = engine
-    return engines
+    return _registry("voice", checkpoints, lambda path, name: IncasaVoiceEngine(path, device, name))
