@@ -11,6 +11,7 @@ from incasa.data.cli import app as curate_app
 from incasa.eval_cli import app as eval_app
 from incasa.export_cli import app as export_app
 from incasa.image.cli import data_app, generate, train_app
+from incasa.image.distill_cli import train_distill
 from incasa.safety.cli import app as safety_app
 from incasa.safety.cli import keys_app, provenance_app
 from incasa.serve.cli import app as serve_app
@@ -35,6 +36,7 @@ app.command(name="speak", help="Speak text with a voice model (the shipped defau
 app.command(name="voices", help="List the voices of a voice model.")(voices)
 app.command(name="chat", help="Chat with a text model in the terminal (the shipped default unless --checkpoint).")(chat)
 train_app.command(name="voice", help="Train a text-to-speech model from scratch.")(train_voice)
+train_app.command(name="distill", help="Distil a few-step student from an image checkpoint (reflow).")(train_distill)
 train_app.command(name="text", help="Train a mixture-of-experts language model from scratch.")(train_text)
 app.add_typer(eval_app, name="eval", help="Measure checkpoints: prompt fidelity, memorisation, diversity, ...")
 app.add_typer(export_app, name="export", help="Export an image checkpoint for Diffusers or ONNX Runtime.")
