@@ -164,7 +164,9 @@ class DiT(nn.Module):
         vec = self.time_in(timestep_embedding(t_B, 256).to(img.dtype)) + self.pooled_in(pooled_BE)  # [B, D]
         freqs = rope_2d_freqs(h, w, cfg.width // cfg.num_heads, device=x_BCHW.device)  # [N, K/2]
         L = txt.shape[1]
-        mask_BS = torch.cat([txt_mask_BL.bool(), txt_mask_BL.new_ones(B, h * w, dtype=torch.bool)], dim=1)
+        # txt_mask_BL None means every text token is real: no mask lets SDPA pick its fastest (flash) kernels
+        mask_BS = (None if txt_mask_BL is None else
+                   torch.cat([txt_mask_BL.bool(), txt_mask_BL.new_ones(B, h * w, dtype=torch.bool)], dim=1))
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, freqs, mask_BS)
         x = torch.cat([txt, img], dim=1)

@@ -118,6 +118,9 @@ def train_text(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes",
+                                      help="Stop early after this much training time (0: none); the schedule still "
+                                           "spans --steps, and the weights are saved as at the end."),
 ) -> None:
     """Train the mixture-of-experts language model from scratch (resumes if --out has a state)."""
     from incasa.text.train import TrainConfig, train
@@ -126,11 +129,13 @@ def train_text(
         fail("--steps and --batch-size must be positive and --seq-len at least 8")
     if bias_update_rate < 0:
         fail("--bias-update-rate must be >= 0")
+    if max_minutes < 0:
+        fail("--max-minutes must be >= 0")
     cfg = TrainConfig(data=str(data), out=str(out), preset=preset, vocab_size=vocab_size, seq_len=seq_len, steps=steps,
                       batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, ema_decay=ema_decay,
                       bias_update_rate=bias_update_rate, balance_loss_weight=balance_loss_weight,
                       z_loss_weight=z_loss_weight, eval_every=eval_every, ckpt_every=ckpt_every, seed=seed,
-                      device=device, compile=compile)
+                      device=device, compile=compile, max_minutes=max_minutes)
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

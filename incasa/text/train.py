@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    max_minutes: float = 0.0  # stop early after this much wall time in this process (0: never); saved as at the end
 
 
 def _device(name: str) -> torch.device:
@@ -227,14 +228,18 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
                 load = f"  load max/mean {router['load_max_over_mean']:.2f}" if router else ""
                 progress.update(task, info=f"loss {recent:.3f}{load}  {rate:.0f} tok/s")
             progress.update(task, completed=step)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            out_of_time = bool(cfg.max_minutes) and time.time() - t0 > 60 * cfg.max_minutes
+            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 val = evaluate(ema, *streams["val"], cfg, device)
                 log.log(step=step, val_loss=val, val_ppl=float(torch.tensor(val).exp()),
                         probe=probe_answer(ema, tokenizer))
                 progress.console.print(f"step {step}: val loss {val:.3f}")
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 save_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen},
                                     metadata={**meta, "step": step})
+            if out_of_time:
+                progress.console.print(f"stopping at step {step}: --max-minutes {cfg.max_minutes} reached")
+                break
     save_weights(ema, out / "model.safetensors", {**meta, "step": step, "tokenizer": tokenizer.to_json()})
     plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"incasa text {cfg.preset}: next-token loss")
     return {"step": step, "losses": losses, "out": str(out)}
