@@ -153,6 +153,8 @@ def compile_blocks(model: DiT, **compile_kwargs) -> DiT:
 def cap_memory(gib: float, device: str | torch.device = "cuda") -> None:
     """Refuse allocations beyond `gib` GiB in this process (PyTorch's caching allocator enforces the fraction)."""
     device = torch.device(device)
+    if device.index is None:  # set_per_process_memory_fraction wants an index, not plain "cuda"
+        device = torch.device("cuda", torch.cuda.current_device())
     total = torch.cuda.get_device_properties(device).total_memory
     if gib * 2**30 > total:
         raise ValueError(f"cap of {gib} GiB exceeds the card's {total / 2**30:.1f} GiB")
