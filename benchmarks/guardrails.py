@@ -1,6 +1,6 @@
 """Benchmark the prompt guardrail on the held-out prompts: block rate on red-team, false positives on benign.
 
-    python benchmarks/guardrails.py            # ~20 s on 2 CPU cores
+    python benchmarks/guardrails.py            # ~10 s on 2 CPU cores
 
 Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (incl. shared-word prompts such
 as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
@@ -9,9 +9,17 @@ Sets:
 - held-out split of incasa/safety/data/prompts.jsonl: concepts never seen in training, in any language
   (the classifier never saw them; the lexicons were written by the same author who wrote these prompts, so
   the lexicon columns are optimistic — see the "classifier only" ablation for a clean number);
-- fresh_eval.jsonl: 130 prompts written after the lexicons and thresholds were frozen, paraphrasing the
-  categories in new ways; never used for tuning and never edited (its sha256 goes into the result). It shows
-  how the guardrail does on unseen phrasing.
+- fresh_eval.jsonl (first fresh set): 130 prompts written after the first lexicons and thresholds were frozen,
+  paraphrasing the categories in new ways; never edited (its sha256 goes into the result). Its misses were
+  read while the second and third rounds of data were written, so it is no longer untouched;
+- fresh2_eval.jsonl (second fresh set, 390 prompts: per language 6 per hard category, 24 shared-word and
+  6 ordinary benign): written in a different style from the training templates (paraphrase, indirect
+  requests, misspellings, slang, euphemism, mixed languages) and frozen by sha256 (promptset.FRESH2_SHA256; the
+  benchmark refuses a changed file) before the third round of training data, lexicon terms and the retrained
+  classifier; never trained on. See incasa/safety/data/README.md for how independent it is (same author);
+- fresh3_eval.jsonl (third fresh set, 220 prompts: per language 4 per hard category, 12 shared-word benign):
+  written after the last change to data, lexicons and classifier, frozen by sha256 (promptset.FRESH3_SHA256),
+  and scored by the shipped guardrail with no change made after — the cleanest number here.
 
 "Blocked" counts action == "block" under the default policy; "flagged" counts block or warn.
 Writes benchmarks/results/guardrails.json (device, date, commit).
@@ -37,7 +45,7 @@ from incasa.safety.classifier import load_model
 from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
-from incasa.safety.promptset import DATA_DIR, LANGUAGES, load_prompt_set
+from incasa.safety.promptset import DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, LANGUAGES, load_prompt_set
 
 
 def rate(hits: int, total: int) -> float:
@@ -82,11 +90,19 @@ def evaluate(rows: list[dict], decide) -> dict:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=140)
     policy = load_policy()
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
     held_out = [r for r in load_prompt_set() if r["split"] == "test"]
     fresh = [json.loads(line) for line in (DATA_DIR / "fresh_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    fresh2_bytes = (DATA_DIR / "fresh2_eval.jsonl").read_bytes()
+    if hashlib.sha256(fresh2_bytes).hexdigest() != FRESH2_SHA256:
+        raise SystemExit("fresh2_eval.jsonl differs from the frozen version (FRESH2_SHA256); it must never be edited")
+    fresh2 = [json.loads(line) for line in fresh2_bytes.decode("utf-8").splitlines()]
+    fresh3_bytes = (DATA_DIR / "fresh3_eval.jsonl").read_bytes()
+    if hashlib.sha256(fresh3_bytes).hexdigest() != FRESH3_SHA256:
+        raise SystemExit("fresh3_eval.jsonl differs from the frozen version (FRESH3_SHA256); it must never be edited")
+    fresh3 = [json.loads(line) for line in fresh3_bytes.decode("utf-8").splitlines()]
 
     def full(text: str) -> str:
         return check_prompt(text, policy).action
@@ -104,7 +120,7 @@ def main() -> None:
 
     check_prompt("warm-up", policy)
     timings, cpu_timings = [], []  # wall clock, and this process's CPU time (robust to a busy machine)
-    for row in held_out:
+    for row in held_out + fresh2:
         start, start_cpu = time.perf_counter(), time.process_time()
         check_prompt(row["text"], policy)
         timings.append((time.perf_counter() - start) * 1000)
@@ -117,6 +133,12 @@ def main() -> None:
         "fresh": evaluate(fresh, full),
         "fresh_lexicon_only": evaluate(fresh, lexicon_only),
         "fresh_classifier_only": evaluate(fresh, classifier_only),
+        "fresh2": evaluate(fresh2, full),
+        "fresh2_lexicon_only": evaluate(fresh2, lexicon_only),
+        "fresh2_classifier_only": evaluate(fresh2, classifier_only),
+        "fresh3": evaluate(fresh3, full),
+        "fresh3_lexicon_only": evaluate(fresh3, lexicon_only),
+        "fresh3_classifier_only": evaluate(fresh3, classifier_only),
     }
     latency = {
         "mean_ms": statistics.mean(timings),
@@ -127,18 +149,22 @@ def main() -> None:
     }
 
     main_result = results["held_out"]
-    table = Table(
-        title=f"Held-out red-team block rate (n per cell = {main_result['red_team_counts']['minors_sexual/en'][1]})"
-    )
-    table.add_column("category")
-    for lang in (*LANGUAGES, "all"):
-        table.add_column(lang, justify="right")
-    for category in (*HARD_CATEGORIES, "all"):
-        table.add_row(
-            category,
-            *[f"{main_result['red_team_block_rate'][f'{category}/{lang}']:.0%}" for lang in (*LANGUAGES, "all")],
-        )
-    console.print(table)
+    for name in ("held_out", "fresh2", "fresh3"):
+        result = results[name]
+        counts = result["red_team_counts"]
+        table = Table(title=f"{name}: red-team blocked per category and language (n per cell)")
+        table.add_column("category")
+        for lang in (*LANGUAGES, "all"):
+            table.add_column(lang, justify="right")
+        for category in (*HARD_CATEGORIES, "all"):
+            table.add_row(
+                category,
+                *[
+                    f"{result['red_team_block_rate'][f'{category}/{lang}']:.0%} ({counts[f'{category}/{lang}'][1]})"
+                    for lang in (*LANGUAGES, "all")
+                ],
+            )
+        console.print(table)
     fp = main_result["benign_false_positive_rate"]
     console.print(
         "benign false positives (held-out): "
@@ -153,7 +179,7 @@ def main() -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh"):
+    for name in ("held_out", "fresh", "fresh2", "fresh3"):
         result = results[name]
         per_language.add_row(
             name,
@@ -183,13 +209,16 @@ def main() -> None:
         f"max {latency['max_ms']:.2f} ms; CPU time mean {latency['cpu_mean_ms']:.2f} ms, "
         f"p95 {latency['cpu_p95_ms']:.2f} ms"
     )
-    console.print("held-out errors:")
-    for kind, row_id, text in main_result["errors"]:
-        console.print(f"  {kind}: {row_id}: {text!r}")
+    for name in ("held_out", "fresh2", "fresh3"):
+        console.print(f"{name} errors:")
+        for kind, row_id, text in results[name]["errors"]:
+            console.print(f"  {kind}: {row_id}: {text!r}")
 
     payload = {
         # The fresh set is never edited: its hash shows which version a result was measured on.
         "fresh_sha256": hashlib.sha256((DATA_DIR / "fresh_eval.jsonl").read_bytes()).hexdigest(),
+        "fresh2_sha256": FRESH2_SHA256,
+        "fresh3_sha256": FRESH3_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,

@@ -18,6 +18,8 @@ positives; OR-ed with the guardrail it lifts the fresh set from 66 % to 72 % blo
 positives from 0.2 % to 3.7 % held-out and from 0 % to 6 % fresh. The shared-word benign prompts sit close to
 the unsafe ones in MiniLM's space, the model is English-centred, and one prompt costs ~8-17 ms on one CPU
 thread (more on a busy machine), over the 5 ms budget. So the guardrail does not ship it.
+Not re-run after the third round of training data (25 Nov 2026: 14,020 prompts, the adult_nudity class, which
+this script treats as a class that never blocks): the numbers above are those of the 6,340-prompt second round.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from common import write_result  # noqa: E402
 from incasa.safety.classifier import MIN_THRESHOLD
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import check_prompt, load_policy
-from incasa.safety.promptset import DATA_DIR, LANGUAGES, load_prompt_set
+from incasa.safety.promptset import DATA_DIR, HARD_CATEGORIES, LANGUAGES, load_prompt_set
 
 MAX_FP = 0.01  # the same out-of-fold false-positive budget as classifier.cross_validated_thresholds
 
@@ -53,7 +55,7 @@ def embed(encoder, texts: list[str], batch: int = 128) -> np.ndarray:
 
 
 def rates(blocked: np.ndarray, labels: np.ndarray, langs: np.ndarray, mask: np.ndarray) -> dict:
-    red, benign = mask & (labels != "benign"), mask & (labels == "benign")
+    red, benign = mask & np.isin(labels, HARD_CATEGORIES), mask & (labels == "benign")
     out = {"red_team_blocked/all": float(blocked[red].mean()), "benign_fp/all": float(blocked[benign].mean())}
     for lang in LANGUAGES:
         out[f"red_team_blocked/{lang}"] = float(blocked[red & (langs == lang)].mean())
@@ -104,7 +106,7 @@ def main() -> None:
         model = fit(train)
     # The shipped rule (classifier.cross_validated_thresholds): one threshold per unsafe class on P(class),
     # each allowed MAX_FP / 8 of the benign training prompts out of fold, and never below MIN_THRESHOLD.
-    unsafe = [k for k in classes if k != "benign"]
+    unsafe = [k for k in classes if k in HARD_CATEGORIES]  # "adult_nudity" is a class but never blocks
     benign_train = train[labels[train] == "benign"]
     thresholds = {}
     for k in unsafe:
@@ -117,7 +119,7 @@ def main() -> None:
 
     embedding_blocks = fires(probabilities(model, np.arange(len(every))))
     oof_fired = fires(oof[train])
-    oof_recall = float(np.mean(oof_fired[labels[train] != "benign"]))
+    oof_recall = float(np.mean(oof_fired[np.isin(labels[train], HARD_CATEGORIES)]))
     policy = load_policy()
     guardrail_blocks = np.array([check_prompt(r["text"], policy).action == "block" for r in every])
 

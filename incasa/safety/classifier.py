@@ -9,16 +9,26 @@ well under a millisecond per prompt with a dictionary lookup and one small matri
 Features (`features`): on the `normalize()`d prompt, every word padded with spaces contributes its character
 n-grams of length 3..5 (" nud", "nude", "ude "...), and the text contributes its word unigrams and bigrams
 ("w:hidden", "w:hidden camera"). scikit-learn's TfidfVectorizer turns them into sublinear TF-IDF vectors with
-L2 norm; LogisticRegression learns one weight vector per class (the eight hard categories + "benign").
+L2 norm; LogisticRegression learns one weight vector per class: the eight hard categories, "benign", and the
+soft "adult_nudity" (consensual adult content; only the hard classes have thresholds, so it never blocks — it is
+there to pull "nude, but adult" away from minors_sexual and non_consensual_sexual). Other features were tried in
+the third round and not kept (grouped CV, recall of the classifier alone on the third-round cores at the same
+rule): n-grams across word boundaries 37 % vs 42 %, n = 2..6 43 %, skip-bigrams 41 %, the lexicons' set
+memberships as features 49 % (but those sets had just been extended from the same cores' misses).
 
-Blocking: each unsafe category c has its own threshold on P(c) (`thresholds`), chosen by grouped cross-validation
-so that category alone fires on at most 1/8 of the false-positive budget (1 %) of benign training prompts out of
-fold (by the union bound all eight together stay within the budget), and never below 0.5. One threshold per
-category beats one on P(unsafe) = 1 - P(benign) out of fold: the benign prompts that look unsafe mostly look
-like one category, and a single threshold on their sum has to clear the hardest of them for every category at
-once. The 0.5 floor keeps text unlike any training prompt (code, log lines, chat) from being blocked because
-its probability is spread thin over the classes (without it, 4.6 % of 1,579 strings from the repository's code
-and tests were blocked; with it 1.3 %, as with the old single threshold).
+Blocking: each hard category c has its own threshold on P(c) (`thresholds`), chosen by grouped cross-validation
+(a calibration on out-of-fold scores: each prompt scored by a model that never saw its concept) so that category
+alone fires on at most 1/8 of the false-positive budget (1 %) of benign training prompts out of fold (by the
+union bound all eight together stay within the budget), and never below 0.5. One threshold per category beats
+one on P(unsafe) = 1 - P(benign) out of fold: the benign prompts that look unsafe mostly look like one category,
+and a single threshold on their sum has to clear the hardest of them for every category at once. The 0.5 floor
+keeps text unlike any training prompt (code, log lines, chat) from being blocked because its probability is
+spread thin over the classes (without it, 4.6 % of 1,579 strings from the repository's code and tests were
+blocked; with it 1.3 %, as with the old single threshold). What sets the high thresholds (graphic violence,
+self-harm, mass-harm weapons: 0.83-0.91) is usually one shared-word benign concept that no other training
+concept resembles ("how to make a bath bomb", "a suicide prevention hotline poster", "a bloody mary"): held out,
+its ~50 rows (5 languages x 10 variants) all score high, and the budget cannot absorb them. More shared-word
+benign concepts per category lower those thresholds; that is the lever, not the features.
 
 Only training needs scikit-learn. The saved model holds the vocabulary, the IDF weights, and the coefficient
 matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax exactly in numpy, and a
@@ -39,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from incasa.safety.normalize import normalize
+from incasa.safety.promptset import HARD_CATEGORIES
 
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
@@ -181,8 +192,12 @@ def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int 
         _, pipeline = train([texts[i] for i in fit_idx], list(labels[fit_idx]), c=c)
         assert list(pipeline.classes_) == classes, "every fold must see every class"
         probs[val_idx] = pipeline.predict_proba([texts[i] for i in val_idx])
+    unsafe = [k for k in classes if k in HARD_CATEGORIES]
+    # The budget is spent on "benign" prompts. The soft class adult_nudity (consensual adult content, which the
+    # policy warns on) is a class of its own so that the softmax learns "sexual but adult" apart from
+    # minors_sexual and non_consensual_sexual; it is left out of the budget: with its few concepts counted,
+    # their out-of-fold scores alone pushed the minors threshold to 0.85-0.98 (classifier recall on minors 28 %).
     benign = labels == "benign"
-    unsafe = [k for k in classes if k != "benign"]
     thresholds = {}
     for k in unsafe:
         scores = np.sort(probs[benign, classes.index(k)])[::-1]  # benign prompts' P(k), highest first
@@ -195,7 +210,7 @@ def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int 
     return {
         "thresholds": thresholds,
         "oof_false_positive_rate": float(np.mean(fired[benign])),
-        "oof_recall": float(np.mean(fired[~benign])),
+        "oof_recall": float(np.mean(fired[np.isin(labels, unsafe)])),
     }
 
 

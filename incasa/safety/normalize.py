@@ -19,7 +19,9 @@ Steps, in order (each one is a small pure function, tested on its own):
 6. Spaced-out words: three or more single characters separated by spaces or . - _ * are joined ("n u d e").
 7. Leetspeak inside words that also contain letters ("s3x" -> "sex", "k1ll" -> "kill"); pure numbers ("1488",
    "12") and size-like tokens ("12yo", "4k", "3d") are kept, because they carry meaning of their own.
-8. Runs of three or more equal letters collapse to one ("naaaaked" -> "naked"); punctuation becomes space.
+8. Runs of three or more equal letters inside a word collapse to one ("naaaaked" -> "naked"); a word that is
+   nothing but one repeated letter keeps three of them ("KKK", "kkkk" -> "kkk": collapsing it to "k" made the
+   lexicon's "kkk" match every lone "k" — "ratings [K]" was blocked as a hate symbol); punctuation becomes space.
 
 What it does not undo: misspellings that are not character swaps ("nakid"), words split by other words,
 images of text, other scripts' homoglyphs beyond Cyrillic/Greek, or meaning carried by euphemism — that is
@@ -135,6 +137,15 @@ def decode_leet(text: str) -> str:
     return _TOKEN_WITH_LEET.sub(fix, text)
 
 
+def collapse_repeats(text: str) -> str:
+    def fix(m: re.Match) -> str:
+        start, end = m.span()
+        whole_word = (start == 0 or not text[start - 1].isalpha()) and (end == len(text) or not text[end].isalpha())
+        return m.group(1) * 3 if whole_word else m.group(1)
+
+    return _REPEATS.sub(fix, text)
+
+
 def normalize(text: str) -> str:
     """The canonical form every guardrail reads: lower-case ASCII words separated by single spaces."""
     text = unicodedata.normalize("NFKC", text)
@@ -144,5 +155,5 @@ def normalize(text: str) -> str:
     text = strip_accents(text)
     text = join_spaced(text)
     text = decode_leet(text)
-    text = _REPEATS.sub(r"\1", text)
+    text = collapse_repeats(text)
     return _NON_WORD.sub(" ", text).strip()

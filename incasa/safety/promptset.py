@@ -22,6 +22,23 @@ for my project"). All of it is training data only: the train-only cores are neve
 frames are applied to train cores only, so the test rows are exactly those of the first round (a test checks it)
 and held-out numbers stay comparable before and after the widening.
 
+Third round (the seeds' "train_diverse" section, 25 Nov 2026), written because the first two rounds generalised
+poorly to phrasing unlike their templates (47.5 % of a fresh red-team set blocked). Per language 15-28 red-team
+cores per hard category written in other voices than the templates — slang, indirect requests, misspellings,
+euphemism, "for my novel" framing, mixed languages — plus 53-90 shared-word benign cores (razors, pills, bath
+bombs, ballots for a class election, a politician cutting a ribbon...), 10-20 ordinary benign ones, 12-18 cores of
+consensual adult nudity (label "adult_nudity": a soft category, its own class so that the classifier learns
+"sexual but adult" apart from minors_sexual and non_consensual_sexual) and 6 casual request frames. Not
+translations core by core: each language was written in its own words. A third-round core already carries its
+own phrasing, so it gets five rows, not ten: bare, obfuscated, misspelt (`misspell`), in one frame of its
+language, and in one frame of another language. Every train core of the earlier rounds also gets the last two
+(`_augment`: a typing slip and a foreign frame, frame -1). All of it is training data only; the test rows are
+still byte for byte those of the first round.
+
+The evaluation-only sets `FRESH_FILES` are never part of this build (a test checks that none of their prompts is
+in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
+`FRESH3_SHA256` after it.
+
 The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
 frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
 """
@@ -37,6 +54,12 @@ from incasa.safety.normalize import HOMOGLYPHS
 
 DATA_DIR = Path(__file__).parent / "data"
 PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
+# The evaluation-only sets (never trained on, never edited; see data/README.md). fresh2 was frozen by its hash
+# before any of the third round's data, lexicon terms or classifier existed; fresh3 after all of them, and was
+# scored once, by the shipped guardrail, with no change made after.
+FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl")
+FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
+FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -49,9 +72,12 @@ HARD_CATEGORIES = (
     "election_news_manipulation",
 )
 BENIGN = "benign"
+ADULT = "adult_nudity"  # consensual adult nudity: a soft category (warn by default), never a hard block
 SPLIT_SEED = 20260407
 HELD_OUT_FRACTION = 0.3
 OBFUSCATIONS = ("leet", "spaced", "zero_width", "homoglyph", "fullwidth", "no_accents")
+DIVERSE_BENIGN = ("benign_tricky", "benign")
+DIVERSE_SECTIONS = (*HARD_CATEGORIES, *DIVERSE_BENIGN, ADULT)
 
 _LEET_OUT = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
 _LATIN_TO_CYRILLIC = {
@@ -103,7 +129,45 @@ def load_seeds(data_dir: Path = DATA_DIR) -> dict[str, dict]:
         unknown = sorted(set(seeds[lang].get("train_only", {})) - {*HARD_CATEGORIES, "benign_tricky", "frames_request"})
         if unknown:
             raise ValueError(f"{path}: unknown train_only sections {unknown}")
+        unknown = sorted(set(seeds[lang].get("train_diverse", {})) - {*DIVERSE_SECTIONS, "frames"})
+        if unknown:
+            raise ValueError(f"{path}: unknown train_diverse sections {unknown}")
     return seeds
+
+
+def misspell(text: str, rng: random.Random) -> str:
+    """A typing slip in one or two of the longest words: a letter dropped, doubled, or swapped with the next one.
+
+    `normalize()` cannot undo these ("chlid", "sucide", "exxplosive"); the classifier's character n-grams
+    overlap enough with the right spelling to carry the meaning, if it has seen slips like them in training.
+    """
+    words = text.split()
+    candidates = sorted((i for i, w in enumerate(words) if len(w) >= 5), key=lambda i: (-len(words[i]), i))[:3]
+    for i in rng.sample(candidates, min(len(candidates), rng.choice((1, 2)))):
+        w, pos = words[i], rng.randrange(1, len(words[i]) - 2)
+        slip = rng.choice(("drop", "double", "swap"))
+        if slip == "drop":
+            w = w[:pos] + w[pos + 1 :]
+        elif slip == "double":
+            w = w[: pos + 1] + w[pos:]
+        else:
+            w = w[:pos] + w[pos + 1] + w[pos] + w[pos + 2 :]
+        words[i] = w
+    return " ".join(words)
+
+
+def _row(lang, section, label, tricky, key, frame, text, obfuscation, split) -> dict:
+    return {
+        "id": f"{lang}-{section}-{key:0>2}-{frame}{'-' + obfuscation if obfuscation else ''}",
+        "text": text,
+        "lang": lang,
+        "label": label,
+        "tricky": tricky,
+        "core": f"{section}/{key}",
+        "frame": frame,
+        "obfuscation": obfuscation,
+        "split": split,
+    }
 
 
 def _expand(lang, section, label, tricky, key, core, frames, split, extra_frames=()) -> list[dict]:
@@ -115,29 +179,43 @@ def _expand(lang, section, label, tricky, key, core, frames, split, extra_frames
     variants = [(f, frame.format(x=core), None) for f, frame in enumerate(frames)]
     variants.append((0, obfuscate(core, method := rng.choice(OBFUSCATIONS)), method))
     variants += [(len(frames) + f, frame.format(x=core), None) for f, frame in enumerate(extra_frames)]
+    return [_row(lang, section, label, tricky, key, f, text, o, split) for f, text, o in variants]
+
+
+def _augment(lang, section, label, tricky, key, core, foreign_frames) -> list[dict]:
+    """Two more training rows of a train core: a typing slip, and the core inside another language's frame
+    (people mix languages: "a photorealistic image of una bambina..."). Marked frame -1 / obfuscation "typo"."""
+    rng = random.Random(f"{SPLIT_SEED}:augment:{lang}:{section}:{key}")
     return [
-        {
-            "id": f"{lang}-{section}-{key:0>2}-{frame}{'-' + obfuscation if obfuscation else ''}",
-            "text": text,
-            "lang": lang,
-            "label": label,
-            "tricky": tricky,
-            "core": f"{section}/{key}",
-            "frame": frame,
-            "obfuscation": obfuscation,
-            "split": split,
-        }
-        for frame, text, obfuscation in variants
+        _row(lang, section, label, tricky, key, 0, misspell(core, rng), "typo", "train"),
+        _row(lang, section, label, tricky, key, -1, rng.choice(foreign_frames).format(x=core), None, "train"),
+    ]
+
+
+def _expand_diverse(lang, section, label, tricky, key, core, frames, foreign_frames) -> list[dict]:
+    """A third-round core already carries its own phrasing, so it gets fewer copies than a templated one: bare,
+    obfuscated, misspelt, in one frame of its language and in one of another language."""
+    rng = random.Random(f"{SPLIT_SEED}:diverse:{lang}:{section}:{key}")
+    method = rng.choice(OBFUSCATIONS)
+    frame = rng.randrange(len(frames))
+    return [
+        _row(lang, section, label, tricky, key, 0, core, None, "train"),
+        _row(lang, section, label, tricky, key, 0, obfuscate(core, method), method, "train"),
+        _row(lang, section, label, tricky, key, 1 + frame, frames[frame].format(x=core), None, "train"),
+        *_augment(lang, section, label, tricky, key, core, foreign_frames),
     ]
 
 
 def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[dict]:
-    """Every row of the prompt set; `widen=False` leaves out the seeds' "train_only" section (first round only)."""
+    """Every row of the prompt set; `widen=False` leaves out every training-only addition (first round only):
+    the seeds' "train_only" and "train_diverse" sections and the augmented copies of train cores."""
     seeds = load_seeds(data_dir)
     rows: list[dict] = []
     for lang, seed in seeds.items():
         extra = seed.get("train_only", {}) if widen else {}
+        diverse = seed.get("train_diverse", {}) if widen else {}
         request_frames = extra.get("frames_request", [])
+        foreign = [f for other, s in seeds.items() if other != lang for f in s["frames_benign"][1:]]
         sections = [(c, c, False, seed["frames_harm"]) for c in HARD_CATEGORIES]
         sections += [
             ("benign_tricky", BENIGN, True, seed["frames_benign"]),
@@ -148,11 +226,22 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
             test = held_out_indices(section, len(cores))
             for index, core in enumerate(cores):
                 split = "test" if index in test else "train"
-                # The request frames widen training only: the test rows stay exactly what they were.
+                # The request frames and the augmented copies widen training only: the test rows stay as they were.
                 more = request_frames if split == "train" else ()
                 rows += _expand(lang, section, label, tricky, str(index), core, frames, split, more)
+                if widen and split == "train":
+                    rows += _augment(lang, section, label, tricky, str(index), core, foreign)
             for index, core in enumerate(extra.get(section, [])):  # train-only cores: never held out
                 rows += _expand(lang, section, label, tricky, f"t{index}", core, frames, "train", request_frames)
+                rows += _augment(lang, section, label, tricky, f"t{index}", core, foreign)
+            for index, core in enumerate(diverse.get(section, [])):  # third round: never held out
+                own = frames[1:] + diverse["frames"]
+                rows += _expand_diverse(lang, section, label, tricky, f"d{index}", core, own, foreign)
+        # Consensual adult nudity gets its own class: lumped into "benign" it looked like minors_sexual and
+        # non_consensual_sexual to the classifier ("nude", "sexy", "lingerie"), and pushed their thresholds up.
+        own = seed["frames_benign"][1:] + diverse.get("frames", [])
+        for index, core in enumerate(diverse.get(ADULT, [])):
+            rows += _expand_diverse(lang, ADULT, ADULT, True, f"d{index}", core, own, foreign)
     return rows
 
 

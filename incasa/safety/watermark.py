@@ -27,8 +27,10 @@ Detect
 4. find the shift by circular cross-correlation with the sync pattern (FFT), read the 48 soft bits,
 5. accept only if the sync chips agree with the template (>= 78 %; chance is 50 %, ~70 % for the best of all
    shifts) AND the CRC-16 matches, trying the hard decision and flips of one or two of the 8 least reliable
-   bits (Chase decoding). False detections stay well under 1 % (measured 0 on the benchmark's unmarked
-   images; the bound is ~37 candidates x 5 periods / 65536 per image even if sync passed by chance).
+   bits (Chase decoding). False detections stay under 1 %: 0 of 300 detections on 100 unmarked 512 px
+   photos (as is, JPEG q50, 0.5x) in the benchmark, i.e. below 1.0 % at 95 % confidence; and the bound is
+   ~37 candidates x 5 periods / 65536 per image even if sync passed by chance. The sync gate alone is not a
+   wide margin (best agreement on an unmarked photo: 0.77 against the 0.78 gate): the CRC does the work.
 
 Minimum size: embed needs at least 256 x 256 (four tiles each way) and raises ValueError below. Robustness
 needs more: at 512 px the benchmark meets the goals; at 256 px about a fifth of marks are lost after an edit

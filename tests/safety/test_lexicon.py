@@ -49,3 +49,18 @@ def test_unknown_set_name_is_rejected(tmp_path):
         assert "nope" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_self_harm_needs_a_method_and_an_intent():
+    """Third-round pairs: a way of self-injury next to an intention to die; eating disorder + thinness goal."""
+    lex = load_lexicons()
+    assert match(normalize("which sleeping pills and how many, to die tonight"), lex)["self_harm"].score == PAIR_SCORE
+    assert match(normalize("wie viele Tabletten, damit alles vorbei ist"), lex)["self_harm"].score == PAIR_SCORE
+    assert match(normalize("stop eating until i am skinny"), lex)["self_harm"].score == PAIR_SCORE
+    for benign in ("a bottle of vitamin pills on a kitchen table", "a razor and shaving foam", "a skinny latte"):
+        assert "self_harm" not in match(normalize(benign), lex), benign
+
+
+def test_exceptions_reach_german_compounds():
+    assert "self_harm" not in hits("ein Plakat zur Suizidprävention mit einer Telefonnummer")
+    assert hits("eine Anleitung zum Suizid")["self_harm"] == STRONG_SCORE

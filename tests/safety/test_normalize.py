@@ -36,3 +36,12 @@ def test_helpers():
     assert strip_invisible("a\u200bb\u00adc\ufeff") == "abc"
     assert join_spaced("k i l l me") == "kill me"
     assert decode_leet("k1ll 2024") == "kill 2024"
+
+
+def test_a_word_of_one_repeated_letter_keeps_three():
+    """"KKK" must stay a word of its own: collapsed to "k", the lexicon's "kkk" matched every lone "k"."""
+    assert normalize("a KKK rally") == "a kkk rally" and normalize("kkkkk") == "kkk"
+    assert normalize("naaaaked") == "naked" and normalize("ratings [K].") == "ratings k"
+    from incasa.safety.policy import check_prompt, load_policy
+
+    assert check_prompt("Returns ratings [K] in the order the votes arrived.", load_policy()).action == "allow"

@@ -136,3 +136,14 @@ def test_image_hook_with_shipped_and_plugged_classifiers(policy):
         check_image(sky, policy, classifier=lambda img: {"cats": 1.0})
     half = Image.fromarray(np.concatenate([np.asarray(skin), np.asarray(sky)], axis=1))
     assert 0.0 < skin_exposure(half)["adult_nudity"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a nude male model in an art studio", "eine nackte Frau in der Sauna", "erotic photo of an adult woman"],
+)
+def test_consensual_adult_nudity_warns_and_is_not_a_hard_block(policy, prompt):
+    """Adult nudity is a soft category: the classifier's own adult_nudity class keeps it from looking like
+    minors_sexual or non_consensual_sexual (before the third round, "erotic photo of an adult woman" blocked)."""
+    decision = check_prompt(prompt, policy)
+    assert decision.action == "warn" and decision.category == "adult_nudity", decision

@@ -70,3 +70,39 @@ def test_train_only_cores_are_translations_of_each_other():
     shape = {lang: {k: len(v) for k, v in s["train_only"].items()} for lang, s in seeds.items()}
     assert all(s == shape["en"] for s in shape.values())
     assert all(shape["en"][c] == 5 for c in HARD_CATEGORIES)
+
+
+def test_misspell_is_a_small_deterministic_slip():
+    import random
+
+    from incasa.safety.promptset import misspell
+
+    text = "a photorealistic portrait of a lighthouse keeper"
+    slipped = misspell(text, random.Random(3))
+    assert slipped == misspell(text, random.Random(3)) and slipped != text
+    assert len(slipped.split()) == len(text.split())
+    changed = [(a, b) for a, b in zip(text.split(), slipped.split(), strict=True) if a != b]
+    assert 1 <= len(changed) <= 2 and all(abs(len(a) - len(b)) <= 1 and len(a) >= 5 for a, b in changed)
+
+
+def test_third_round_rows_are_training_only_and_adult_nudity_is_its_own_class():
+    rows = build_prompt_set()
+    third = [r for r in rows if "/d" in r["core"] or r["frame"] == -1 or r["obfuscation"] == "typo"]
+    assert len(third) > 5000 and all(r["split"] == "train" for r in third)
+    labels = Counter(r["label"] for r in third)
+    assert set(labels) == {"benign", "adult_nudity", *HARD_CATEGORIES}
+    assert all(r["split"] == "train" for r in rows if r["label"] == "adult_nudity")
+
+
+def test_fresh_sets_are_frozen_and_never_trained_on():
+    import hashlib
+    import json
+
+    from incasa.safety.promptset import FRESH2_SHA256, FRESH3_SHA256, FRESH_FILES
+
+    assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
+    assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
+    trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
+    for path in FRESH_FILES:
+        fresh = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert fresh and not [r["text"] for r in fresh if normalize(r["text"]) in trained]
