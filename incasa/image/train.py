@@ -80,6 +80,18 @@ def encode_captions(encoder, captions: list[str], batch: int = 256, progress=Non
             "pooled": torch.cat([c["pooled"] for c in chunks]).half()}
 
 
+def caption_ids(metas: list[dict], device) -> tuple[list[str], dict[str, int], torch.Tensor, torch.Tensor]:
+    """The sorted unique captions (with "" for guidance dropout), their index, and every image's caption ids as one
+    padded table [N, max captions] + counts [N] on `device`, so a batch picks one caption per image in one op."""
+    captions = sorted({c for m in metas for c in m["captions"]} | {""})
+    cap_index = {c: i for i, c in enumerate(captions)}
+    n_caps = torch.tensor([len(m["captions"]) for m in metas])
+    ids = torch.zeros(len(metas), int(n_caps.max()), dtype=torch.long)
+    for i, m in enumerate(metas):
+        ids[i, : len(m["captions"])] = torch.tensor([cap_index[c] for c in m["captions"]])
+    return captions, cap_index, ids.to(device), n_caps.to(device)
+
+
 def gather_cond(table: dict, idx: torch.Tensor, trim: bool = True) -> dict[str, torch.Tensor]:
     """Rows of the caption table (on the table's device). trim: cut to the longest real caption in this batch, which
     saves CPU time; on GPUs the full, fixed length keeps torch.compile from recompiling for every new length."""
@@ -119,14 +131,7 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
     groups = tuple(g for g in cfg.groups.split(",") if g) or None
     images, metas = load_split(Path(cfg.data), "train", styles=styles, groups=groups)
     x_all = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W]
-    captions = sorted({c for m in metas for c in m["captions"]} | {""})
-    cap_index = {c: i for i, c in enumerate(captions)}
-    # caption ids of every image as one padded table [N, max captions] + counts [N], so a batch picks in one op
-    n_caps = torch.tensor([len(m["captions"]) for m in metas])
-    cap_ids = torch.zeros(len(metas), int(n_caps.max()), dtype=torch.long)
-    for i, m in enumerate(metas):
-        cap_ids[i, : len(m["captions"])] = torch.tensor([cap_index[c] for c in m["captions"]])
-    cap_ids, n_caps = cap_ids.to(device), n_caps.to(device)
+    captions, cap_index, cap_ids, n_caps = caption_ids(metas, device)
     if encoder is None:
         encoder = load_text_encoder(cfg.text_encoder)
     elif encoder.spec != cfg.text_encoder:

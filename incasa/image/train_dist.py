@@ -53,7 +53,7 @@ from incasa.image.data import load_split
 from incasa.image.dit import PRESETS, DiT, DoubleStreamBlock, SingleStreamBlock
 from incasa.image.flow import rf_loss, sample
 from incasa.image.text_encoder import load_text_encoder
-from incasa.image.train import TrainConfig, encode_captions, gather_cond, save_grid
+from incasa.image.train import TrainConfig, caption_ids, encode_captions, gather_cond, save_grid
 from incasa.train.checkpoint import read_file, read_metadata, save_file_atomic
 from incasa.train.dcp import load_dcp, read_dcp_meta, save_dcp
 from incasa.train.ema import ema_decay_at, ema_update
@@ -135,13 +135,7 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
     groups = tuple(g for g in cfg.groups.split(",") if g) or None
     images, metas = load_split(Path(cfg.data), "train", styles=styles, groups=groups)
     x_all = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W]
-    captions = sorted({c for m in metas for c in m["captions"]} | {""})
-    cap_index = {c: i for i, c in enumerate(captions)}
-    n_caps = torch.tensor([len(m["captions"]) for m in metas], device=device)
-    cap_ids = torch.zeros(len(metas), int(n_caps.max()), dtype=torch.long)
-    for i, m in enumerate(metas):
-        cap_ids[i, : len(m["captions"])] = torch.tensor([cap_index[c] for c in m["captions"]])
-    cap_ids = cap_ids.to(device)
+    captions, cap_index, cap_ids, n_caps = caption_ids(metas, device)
     encoder = load_text_encoder(cfg.text_encoder)
     # rank 0 encodes the captions once and caches them; the others wait and read the cache
     cache_path = out / "captions.safetensors"
