@@ -72,8 +72,10 @@ def image_cmd(
     num_prompts: int = typer.Option(30, "--num-prompts", help="Prompts per fidelity family (languages get half "
                                                              "each); the run draws about 6x this many prompts."),
     variants: int = typer.Option(5, "--variants", help="Pictures per prompt (diversity needs >= 2)."),
-    steps: int = typer.Option(25, "--steps", help="Sampler steps."),
-    guidance: float = typer.Option(4.0, "--guidance", help="Classifier-free guidance scale."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the checkpoint's own, "
+                                                               "else 25)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: "
+                                                                     "the checkpoint's own, else 4.0)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the prompt sample and of the pictures."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:

@@ -8,10 +8,15 @@ that training builds is ~0.6 GB: none of it fits a 64 MB upload. This script pac
                  (fp16; the rest of the 30,522-row vocabulary is never looked up) plus the tokenizer
   train  (there) rebuilds the dataset folder `incasa data emoji` would have written, rebuilds the cut-down encoder
                  on the GPU, and runs incasa.image.train.train() with it — the same loop, config and checkpoints
+  distill (there) rebuilds only the captions (from metas.json.xz: a kit without images.npy.xz is enough) and the
+                 encoder, then runs incasa.image.distill.distill(): a few-step student of a teacher checkpoint
+                 (default: the shipped incasa/image/default/model.safetensors), as `incasa train distill` does
 
 Usage:
   python scripts/gpu_kit.py pack data/emoji64 .gpu/kit [--groups a,b]
   python scripts/gpu_kit.py train .gpu/kit --data /tmp/emoji64 --out /tmp/run --preset medium --steps 8000 ...
+  python scripts/gpu_kit.py distill .gpu/kit --data /tmp/emoji64 --out /tmp/reflow --pairs 131072 --chunk 4096 \
+      --steps 6000 --batch-size 512 --lr 2e-4 --warmup 200 --val-pairs 1024 --max-seconds 340   (the H200 run)
 The subset encoder reproduces the full one to ~1e-3 (fp16 weights); `pack` prints the measured difference.
 """
 
@@ -143,6 +148,41 @@ def unpack_dataset(kit: Path, out: Path, per_shard: int = 2000) -> None:
     print(f"rebuilt {len(metas)} training images in {out}")
 
 
+def distill_with_kit(args) -> None:
+    from incasa.image.distill import DistillConfig, distill
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    cfg = DistillConfig(data=str(args.data), out=str(args.out), teacher=args.teacher, pairs=args.pairs,
+                        chunk=args.chunk, teacher_steps=args.teacher_steps, teacher_guidance=args.teacher_guidance,
+                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                        ema_decay=args.ema_decay, student_steps=args.student_steps, grid_share=args.grid_share,
+                        val_pairs=args.val_pairs, sample_every=args.sample_every, ckpt_every=args.ckpt_every,
+                        seed=args.seed, device=device, max_seconds=args.max_seconds, log_every=50)
+    result = distill(cfg, encoder=load_subset_encoder(args.kit, device))
+    if result["step"] == 0:
+        print(result["message"])
+        return
+    print(f"student trained to step {result['step']} on {result['pairs']} pairs (drawn in "
+          f"{result['pair_seconds']:.0f} s); held-out {result['val']}: {args.out / 'model.safetensors'}")
+
+
+def unpack_captions(kit: Path, out: Path) -> None:
+    """The dataset folder as distillation reads it (incasa.image.distill.load_captions: the JSON members only), from
+    metas.json.xz alone, so a distillation kit needs neither the images nor their 7 MB."""
+    metas = json.loads(lzma.decompress((kit / "metas.json.xz").read_bytes()))
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / "train-000000.tar", "w") as tf:
+        for m in metas:
+            blob = json.dumps(m).encode()
+            info = tarfile.TarInfo(f"{m['style']}_{m['hexcode']}.json")
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    index = json.loads((kit / "index.json").read_text())
+    index["shards"] = {"train": ["train-000000.tar"], "heldout": [], "heldout_combo": []}
+    (out / "index.json").write_text(json.dumps(index))
+    print(f"rebuilt the captions of {len(metas)} training images in {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -159,16 +199,33 @@ def main() -> None:
                                ("sample-every", int, 2000), ("ckpt-every", int, 2000), ("max-seconds", float, 0.0),
                                ("seed", int, 0)):
         t.add_argument(f"--{name}", type=typ, default=default)
+    d = sub.add_parser("distill")
+    d.add_argument("kit", type=Path)
+    d.add_argument("--data", type=Path, default=Path("/tmp/emoji64"))
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--teacher", default="")
+    for name, typ, default in (("pairs", int, 131072), ("chunk", int, 4096), ("teacher-steps", int, 25),
+                               ("teacher-guidance", float, 4.0), ("steps", int, 4000), ("batch-size", int, 512),
+                               ("lr", float, 1e-4), ("warmup", int, 200), ("ema-decay", float, 0.999),
+                               ("student-steps", int, 4), ("grid-share", float, 0.5), ("val-pairs", int, 1024),
+                               ("sample-every", int, 1000), ("ckpt-every", int, 1000), ("max-seconds", float, 0.0),
+                               ("seed", int, 0), ("device", str, "auto")):
+        d.add_argument(f"--{name}", type=typ, default=default)
     args = ap.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.kit, tuple(g for g in args.groups.split(",") if g) or None)
         return
-    from incasa.image.train import TrainConfig, train
-
+    torch.backends.cuda.matmul.allow_tf32 = True
+    if args.cmd == "distill":
+        if not (args.data / "index.json").exists():
+            unpack_captions(args.kit, args.data)
+        distill_with_kit(args)
+        return
     if not (args.data / "index.json").exists():
         unpack_dataset(args.kit, args.data)
+    from incasa.image.train import TrainConfig, train
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = True
     cfg = TrainConfig(data=str(args.data), out=str(args.out), preset=args.preset, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay,
                       sample_every=args.sample_every, ckpt_every=args.ckpt_every, seed=args.seed, device=device,

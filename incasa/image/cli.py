@@ -26,10 +26,14 @@ def generate(
     n: int = typer.Option(5, "-n", "--n", help="Number of variants (1-16)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first variant; variant i uses seed + i."),
     out: Path = typer.Option(Path("out"), "-o", "--out", help="Output folder (created if missing)."),
-    steps: int = typer.Option(25, "--steps", help="Euler steps of the rectified-flow sampler."),
-    guidance: float = typer.Option(4.0, "--guidance", help="Classifier-free guidance scale (1 = off)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Euler steps of the rectified-flow sampler "
+                                                               "(default: the checkpoint's own, else 25)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale, 1 = off "
+                                                                     "(default: the checkpoint's own, else 4.0)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
                                               help="A model.safetensors from `incasa train image` (default: shipped)."),
+    fast: bool = typer.Option(False, "--fast", help="Use the shipped 4-step student distilled from the default "
+                                                    "(~12x faster on CPU, same prompt fidelity on our eval suite)."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Start from this image (img2img / inpaint)."),
     strength: float = typer.Option(0.7, "--strength", help="img2img: how far to re-noise the init image (0-1]."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting mask, same size as --init-image: white (or "
@@ -52,10 +56,12 @@ def generate(
         fail("the prompt is empty; describe what to draw, e.g. 'a red apple, noto style'")
     if not 1 <= n <= 16:
         fail(f"-n must be between 1 and 16, got {n}")
-    if not 1 <= steps <= 1000:
+    if steps is not None and not 1 <= steps <= 1000:
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if mask is not None and init_image is None:
         fail("--mask needs --init-image (the picture to repaint)")
+    if fast and checkpoint is not None:
+        fail("--fast picks the shipped 4-step student; leave it out when you give --checkpoint")
     if not 64 <= size <= 2048:
         fail(f"--size must be between 64 and 2048, got {size}")
     if backend not in ("torch", "onnx") or (backend == "onnx") != (onnx_dir is not None):
@@ -75,7 +81,7 @@ def generate(
         gen.check_writable(out)
         init = gen.read_image(init_image, "--init-image") if init_image else None
         mask_img = gen.read_image(mask, "--mask", keep_alpha=True) if mask else None
-        pipe = gen.load_pipeline(checkpoint, device=device)
+        pipe = gen.load_pipeline(gen.DEFAULT_FAST_CHECKPOINT if fast else checkpoint, device=device)
         images, params = gen.generate_images(prompt, n=n, seed=seed, steps=steps, guidance=guidance, pipeline=pipe,
                                              init_image=init, strength=strength if init is not None and mask is None else 1.0,
                                              mask=mask_img, return_params=True, backend=backend,

@@ -44,7 +44,7 @@ import colorsys
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -91,8 +91,8 @@ class EvalConfig:
     classifier: str = ""  # judge weights; "" = the shipped incasa/image/eval_default/model.safetensors
     num_prompts: int = 30  # per fidelity family (each language gets half); probes max(4, this // 4), at most 10
     variants: int = 5  # pictures per prompt (diversity needs >= 2)
-    steps: int = 25  # sampler steps
-    guidance: float = 4.0
+    steps: int | None = None  # sampler steps; None = the checkpoint's own (generate.sampler_defaults), else 25
+    guidance: float | None = None  # None = the checkpoint's own, else 4.0
     seed: int = 0
     device: str = "auto"
 
@@ -101,7 +101,7 @@ class EvalConfig:
             raise ValueError(f"num_prompts must be >= 1, got {self.num_prompts}")
         if not 1 <= self.variants <= 16:
             raise ValueError(f"variants must be between 1 and 16, got {self.variants}")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
@@ -495,7 +495,7 @@ def evaluate_checkpoint(checkpoint: str | Path | None, cfg: EvalConfig = EvalCon
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from incasa.image.eval_classifier import DEFAULT_CLASSIFIER
-    from incasa.image.generate import generate_images, load_pipeline
+    from incasa.image.generate import generate_images, load_pipeline, sampler_defaults
 
     judge = load_classifier(cfg.classifier or None, device=cfg.device)
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
@@ -504,6 +504,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, cfg: EvalConfig = EvalCon
                          f"is {data_version!r}; retrain it with `incasa eval train-classifier {cfg.data} OUT`")
     real = real or load_real_data(Path(cfg.data))
     pipe = load_pipeline(checkpoint, device=cfg.device)
+    steps, guidance = sampler_defaults(pipe.meta, cfg.steps, cfg.guidance)
+    cfg = replace(cfg, steps=steps, guidance=guidance)  # the result records the settings actually used
     prompts = build_prompts(real.train_metas, real.combo_metas, judge, cfg)
 
     def generate(text: str, n: int, seed: int) -> list[Image.Image]:

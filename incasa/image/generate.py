@@ -35,6 +35,9 @@ from incasa.image.text_encoder import load_text_encoder
 from incasa.train.checkpoint import read_file
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default" / "model.safetensors"
+# the same model distilled to 4 steps without guidance (incasa/image/distill.py): ~12x fewer network evaluations
+DEFAULT_FAST_CHECKPOINT = Path(__file__).parent / "default_fast" / "model.safetensors"
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 25, 4.0  # for checkpoints that name no sampler of their own
 MAX_INPUT_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
 
 
@@ -71,6 +74,14 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto") ->
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
     name = meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
     return Pipeline(model, encoder, meta, dev, name, digest)
+
+
+def sampler_defaults(meta: dict, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
+    """Steps and guidance: the caller's, else the checkpoint's own (a distilled student records e.g. 4 steps and
+    guidance 1.0 = no classifier-free guidance, under "sampler"), else 25 steps with guidance 4.0."""
+    own = meta.get("sampler") or {}
+    return (int(steps if steps is not None else own.get("steps", DEFAULT_STEPS)),
+            float(guidance if guidance is not None else own.get("guidance", DEFAULT_GUIDANCE)))
 
 
 def read_image(path: Path, what: str, keep_alpha: bool = False) -> Image.Image:
@@ -112,11 +123,13 @@ def to_pil(x_CHW: torch.Tensor) -> Image.Image:
 
 
 @torch.no_grad()
-def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int = 25, guidance: float = 4.0,
-                    checkpoint: str | Path | None = None, pipeline: Pipeline | None = None,
-                    init_image: Image.Image | None = None, strength: float = 1.0, mask: Image.Image | None = None,
-                    return_params: bool = False, backend: str = "torch", onnx_dir: str | Path | None = None):
-    """backend "onnx": the DiT runs in ONNX Runtime from `onnx_dir` (incasa export onnx of the same checkpoint);
+def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int | None = None,
+                    guidance: float | None = None, checkpoint: str | Path | None = None,
+                    pipeline: Pipeline | None = None, init_image: Image.Image | None = None, strength: float = 1.0,
+                    mask: Image.Image | None = None, return_params: bool = False, backend: str = "torch",
+                    onnx_dir: str | Path | None = None):
+    """steps / guidance None: the checkpoint's own sampler defaults (`sampler_defaults`).
+    backend "onnx": the DiT runs in ONNX Runtime from `onnx_dir` (incasa export onnx of the same checkpoint);
     the text encoder and the sampler stay in PyTorch (incasa/image/onnx_backend.py)."""
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty")
@@ -128,6 +141,9 @@ def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int = 25, 
     if backend not in ("torch", "onnx") or (backend == "onnx") != (onnx_dir is not None):
         raise ValueError(f"backend must be 'torch', or 'onnx' with an onnx_dir; got {backend!r}, onnx_dir={onnx_dir}")
     pipe = pipeline or load_pipeline(checkpoint)
+    steps, guidance = sampler_defaults(pipe.meta, steps, guidance)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     dev, (H, W) = pipe.device, pipe.size
     model = pipe.model
     if backend == "onnx":

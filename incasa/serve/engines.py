@@ -123,15 +123,14 @@ class ResidentPipelines:
             return sum(s for _, s, _ in self._loaded.values())
 
 
-def checkpoint_name(checkpoint: Path | None) -> str:
-    """The model id a checkpoint serves under when none is given: its metadata name, else incasa-<preset>."""
+def _image_meta(checkpoint: Path | None) -> dict:
     from incasa.image.generate import DEFAULT_CHECKPOINT
     from incasa.train.checkpoint import read_metadata
 
     meta = read_metadata(checkpoint or DEFAULT_CHECKPOINT)
     if meta.get("kind") != "incasa-image-dit":
         raise ValueError(f"{checkpoint} is not an incasa image checkpoint (kind={meta.get('kind')!r})")
-    return meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
+    return meta
 
 
 class IncasaImageEngine:
@@ -140,7 +139,11 @@ class IncasaImageEngine:
     def __init__(self, checkpoint: Path | None, resident: ResidentPipelines | None = None, name: str | None = None):
         self.checkpoint = checkpoint
         self.resident = resident or ResidentPipelines()
-        self.name = name or checkpoint_name(checkpoint)
+        meta = _image_meta(checkpoint)
+        self.name = name or meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
+        # a distilled student names its own sampler (e.g. 4 steps, guidance 1.0 = none); None: the server's defaults
+        own = meta.get("sampler") or {}
+        self.sampler = (int(own["steps"]), float(own.get("guidance", 1.0))) if "steps" in own else None
 
     def batch_key(self, job: ImageJob) -> tuple:
         # One sampler call needs one schedule (steps, strength) and one guidance scale; the mode decides whether

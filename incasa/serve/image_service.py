@@ -101,7 +101,7 @@ def admit(ctx, model: str, req: ImageGenerationRequest, edit: Edit | None, on_pr
     submitted = False
     try:
         check_prompt(ctx, req.prompt)
-        job = make_job(req, edit, on_preview)
+        job = make_job(req, edit, on_preview, sampler=getattr(ctx.registry.image.get(model), "sampler", None))
         submitted = True  # from here on, submit() owns the reservation
         return job, queue.submit(job, reserved=True, finish=finish)
     except (QueueFull, ShuttingDown) as e:
@@ -111,8 +111,18 @@ def admit(ctx, model: str, req: ImageGenerationRequest, edit: Edit | None, on_pr
             queue.release()
 
 
-def make_job(req: ImageGenerationRequest, edit: Edit | None, on_preview=None) -> ImageJob:
-    steps = req.steps or QUALITY_STEPS[req.quality or "auto"]
+def make_job(req: ImageGenerationRequest, edit: Edit | None, on_preview=None,
+             sampler: tuple[int, float] | None = None) -> ImageJob:
+    """sampler: the model's own (steps, guidance), e.g. a distilled few-step student's; `quality` then scales its
+    steps (low = about half, high = twice) instead of naming the 12/25/50 of an ordinary checkpoint."""
+    quality_steps = QUALITY_STEPS[req.quality or "auto"]
+    if req.steps:
+        steps = req.steps
+    elif sampler is not None:
+        steps = max(1, round(sampler[0] * quality_steps / QUALITY_STEPS["auto"]))
+    else:
+        steps = quality_steps
+    default_guidance = sampler[1] if sampler is not None else DEFAULT_GUIDANCE
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31 - 16)
     strength = 1.0
     if edit is not None and edit.mask is None:
@@ -121,7 +131,7 @@ def make_job(req: ImageGenerationRequest, edit: Edit | None, on_preview=None) ->
         raise APIError(400, f"The mask is {edit.mask.size[0]}x{edit.mask.size[1]} but the image is "
                             f"{edit.image.size[0]}x{edit.image.size[1]}; they must be the same size.", param="mask")
     return ImageJob(prompt=req.prompt, n=req.n, seed=seed, steps=steps,
-                    guidance=req.guidance if req.guidance is not None else DEFAULT_GUIDANCE,
+                    guidance=req.guidance if req.guidance is not None else default_guidance,
                     init_image=edit.image if edit else None, mask=edit.mask if edit else None, strength=strength,
                     partial_images=(req.partial_images or 0) if req.stream else 0, on_preview=on_preview)
 

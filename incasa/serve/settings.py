@@ -64,10 +64,15 @@ class ServeSettings(BaseSettings):
 
     def image_checkpoints(self) -> list[tuple[str, Path | None]]:
         """[(model id, checkpoint path)]; an empty id is named by the checkpoint's own metadata, a None path is the
-        shipped default."""
+        shipped default. The PATHs `default` and `default-fast` name the two shipped image checkpoints (the model
+        and its distilled 4-step student)."""
+        from incasa.image.generate import DEFAULT_FAST_CHECKPOINT
+
         if not self.image_models:
             return [("", None)]
-        return [(name, Path(path)) for name, _, path in (item.rpartition("=") for item in self.image_models)]
+        shipped = {"default": None, "default-fast": DEFAULT_FAST_CHECKPOINT}
+        return [(name, shipped[path] if path in shipped else Path(path))
+                for name, _, path in (item.rpartition("=") for item in self.image_models)]
 
     def text_checkpoints(self) -> list[tuple[str, Path | None]]:
         """[(model id, checkpoint path)] of the chat models, as image_checkpoints; [] when text_models is 'none'."""
