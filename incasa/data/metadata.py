@@ -218,8 +218,6 @@ def analyse(key: str, loaded: Loaded, label: str | None, cfg: MetadataConfig,
 
     rgb = dejavu.small_rgb(desc_image)
     raw = dejavu.raw_descriptor(rgb)
-    projection = dejavu.load_projection()
-    flip = np.ascontiguousarray(rgb[:, ::-1])
     category, why = cat.categorize(label, kept, depth_bytes is not None, raw, classifier)
     thumb = io.BytesIO()
     small = desc_image.convert("RGB")
@@ -228,10 +226,7 @@ def analyse(key: str, loaded: Loaded, label: str | None, cfg: MetadataConfig,
     return {
         "key": key, "sha256": sha, "width": width, "height": height, "format": fmt, "bytes": len(data),
         "exif": json.dumps(kept, sort_keys=True), "caption": loaded.caption, "category": category,
-        "category_source": why, "phash": dejavu.signed64(dejavu.phash(rgb)),
-        "phash_flip": dejavu.signed64(dejavu.phash(flip)),
-        "embedding": dejavu.embed(raw, projection).tobytes(),
-        "embedding_flip": dejavu.embed(dejavu.raw_descriptor(flip), projection).tobytes(),
+        "category_source": why, **dejavu.row_fields(desc_image, rgb, raw),
         "thumbnail": thumb.getvalue(), "image": stored,
         "image_ext": {"JPEG": "jpg"}.get(stored_fmt, stored_fmt.lower()),
         "depth": depth_bytes, "depth_ext": loaded.depth_ext.lstrip(".") if depth_bytes is not None else "",
@@ -240,6 +235,4 @@ def analyse(key: str, loaded: Loaded, label: str | None, cfg: MetadataConfig,
 
 def descriptor_of(row: dict) -> dejavu.Descriptor:
     """The deja-vu descriptor stored in a sample row."""
-    return dejavu.Descriptor(row["phash"] & dejavu.MASK64, row["phash_flip"] & dejavu.MASK64,
-                             np.frombuffer(row["embedding"], np.float32),
-                             np.frombuffer(row["embedding_flip"], np.float32))
+    return dejavu.from_row(row)

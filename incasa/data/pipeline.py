@@ -103,11 +103,12 @@ PART_SCHEMA_FIELDS = (("key", "string"), ("status", "string"), ("reason", "strin
                       ("sha256", "string"), ("width", "int64"), ("height", "int64"), ("format", "string"),
                       ("bytes", "int64"), ("exif", "string"), ("caption", "string"), ("category", "string"),
                       ("category_source", "string"), ("phash", "int64"), ("phash_flip", "int64"),
-                      ("embedding", "binary"), ("embedding_flip", "binary"), ("thumbnail", "binary"),
+                      ("embedding", "binary"), ("embedding_flip", "binary"), ("dejavu_thumb", "binary"),
+                      ("thumbnail", "binary"),
                       ("image", "binary"), ("image_ext", "string"), ("depth", "binary"), ("depth_ext", "string"))
 FEATURE_COLUMNS = ["key", "status", "reason", "detail", "sha256", "width", "height", "format", "bytes", "exif",
                    "caption", "category", "category_source", "phash", "phash_flip", "embedding", "embedding_flip",
-                   "depth_ext"]
+                   "dejavu_thumb", "depth_ext"]
 REJECTION_FIELDS = (("key", "string"), ("reason", "string"), ("detail", "string"), ("collided_with", "string"))
 MANIFEST_FIELDS = (("id", "int64"), ("shard", "string"), ("key", "string"), ("category", "string"),
                    ("category_source", "string"), ("caption", "string"), ("sha256", "string"), ("width", "int64"),
@@ -262,7 +263,7 @@ def run(sources: list[str | Path], out: Path, cfg: CurateConfig) -> dict:
             for r in _read_features(ref_tasks):
                 if r["status"] == "ok" and r["sha256"] not in index.by_sha:
                     d = descriptor_of(r)
-                    index.add(r["key"], r["sha256"], d.phash, d.embedding, ref_run)
+                    index.add(r["key"], r["sha256"], d, ref_run)
     # unknown category first: what cannot be mixed never enters the index (it is not output, so not "seen")
     rejections += [Rejection(r["key"], "uncategorised", r["category_source"]) for r in candidates
                    if r["category"] not in cat.CATEGORIES]
@@ -275,7 +276,7 @@ def run(sources: list[str | Path], out: Path, cfg: CurateConfig) -> dict:
         if hit:
             rejections.append(Rejection(r["key"], hit[0], hit[2], hit[1]))
             continue
-        labels[r["key"]] = index.add(r["key"], r["sha256"], d.phash, d.embedding, run_id)
+        labels[r["key"]] = index.add(r["key"], r["sha256"], d, run_id)
         fresh.append(r)
 
     # 3. the quota mix; what is not output is not "seen" either

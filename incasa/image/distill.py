@@ -53,7 +53,7 @@ from incasa import __version__
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import T_MIN, sample, time_shift, velocity
 from incasa.image.text_encoder import load_text_encoder
-from incasa.image.train import _device, encode_captions, gather_cond, save_grid
+from incasa.image.train import _device, cached_caption_features, gather_cond, save_grid
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
                                      save_training_state, save_weights)
 from incasa.train.ema import ema_decay_at, ema_update
@@ -279,14 +279,7 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
     cap_of_pair = pair_caption_ids(len(captions), total, cfg.seed)
     used, row_of_pair = torch.unique(cap_of_pair, return_inverse=True)
     used_captions = [captions[i] for i in used.tolist()]
-    cache_key = hashlib.sha256(json.dumps([encoder.spec, used_captions]).encode()).hexdigest()
-    cache_path = out / "captions.safetensors"
-    if cache_path.exists() and read_metadata(cache_path).get("key") == cache_key:
-        table, _ = read_file(cache_path)
-    else:
-        with Progress(console=console, transient=True) as p:
-            table = encode_captions(encoder, used_captions, progress=p)
-        save_file_atomic(table, cache_path, {"key": cache_key})
+    table = cached_caption_features(encoder, used_captions, out / "captions.safetensors", console)
     table = {k: v.to(device) for k, v in table.items()}
 
     # ---- phase 1: the teacher's couplings

@@ -80,6 +80,18 @@ def encode_captions(encoder, captions: list[str], batch: int = 256, progress=Non
             "pooled": torch.cat([c["pooled"] for c in chunks]).half()}
 
 
+def cached_caption_features(encoder, captions: list[str], cache_path: Path, console=None) -> dict[str, torch.Tensor]:
+    """encode_captions, cached in `cache_path` under a key of (encoder, captions): the features are a pure function of
+    both, so a resumed run (or a second run on the same captions) starts at once. Returns CPU tensors."""
+    key = hashlib.sha256(json.dumps([encoder.spec, captions]).encode()).hexdigest()
+    if cache_path.exists() and read_metadata(cache_path).get("key") == key:
+        return read_file(cache_path)[0]
+    with Progress(console=console, transient=True) as p:
+        table = encode_captions(encoder, captions, progress=p)
+    save_file_atomic(table, cache_path, {"key": key})
+    return table
+
+
 def caption_ids(metas: list[dict], device) -> tuple[list[str], dict[str, int], torch.Tensor, torch.Tensor]:
     """The sorted unique captions (with "" for guidance dropout), their index, and every image's caption ids as one
     padded table [N, max captions] + counts [N] on `device`, so a batch picks one caption per image in one op."""
@@ -136,15 +148,7 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
         encoder = load_text_encoder(cfg.text_encoder)
     elif encoder.spec != cfg.text_encoder:
         raise ValueError(f"the given encoder is {encoder.spec!r} but the config says {cfg.text_encoder!r}")
-    # the caption features are a pure function of (encoder, captions): cache them so a resume starts at once
-    cache_key = hashlib.sha256(json.dumps([encoder.spec, captions]).encode()).hexdigest()
-    cache_path = out / "captions.safetensors"
-    if cache_path.exists() and read_metadata(cache_path).get("key") == cache_key:
-        table, _ = read_file(cache_path)
-    else:
-        with Progress(console=console, transient=True) as p:
-            table = encode_captions(encoder, captions, progress=p)
-        save_file_atomic(table, cache_path, {"key": cache_key})
+    table = cached_caption_features(encoder, captions, out / "captions.safetensors", console)
     table = {k: v.to(device) for k, v in table.items()}
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import sys
@@ -53,8 +52,8 @@ from incasa.image.data import load_split
 from incasa.image.dit import PRESETS, DiT, DoubleStreamBlock, SingleStreamBlock
 from incasa.image.flow import rf_loss, sample
 from incasa.image.text_encoder import load_text_encoder
-from incasa.image.train import TrainConfig, caption_ids, encode_captions, gather_cond, save_grid
-from incasa.train.checkpoint import read_file, read_metadata, save_file_atomic
+from incasa.image.train import TrainConfig, cached_caption_features, caption_ids, gather_cond, save_grid
+from incasa.train.checkpoint import save_file_atomic
 from incasa.train.dcp import load_dcp, read_dcp_meta, save_dcp
 from incasa.train.ema import ema_decay_at, ema_update
 from incasa.train.metrics import MetricsLog, plot_curve
@@ -137,14 +136,11 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
     x_all = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W]
     captions, cap_index, cap_ids, n_caps = caption_ids(metas, device)
     encoder = load_text_encoder(cfg.text_encoder)
-    # rank 0 encodes the captions once and caches them; the others wait and read the cache
-    cache_path = out / "captions.safetensors"
-    key = hashlib.sha256(json.dumps([encoder.spec, captions]).encode()).hexdigest()
-    if world.is_main and not (cache_path.exists() and read_metadata(cache_path).get("key") == key):
-        save_file_atomic(encode_captions(encoder, captions), cache_path, {"key": key})
+    # rank 0 encodes the captions once and caches them; the others wait, then read the same cache
+    if world.is_main:
+        cached_caption_features(encoder, captions, out / "captions.safetensors", console)
     _barrier(world)
-    table, _ = read_file(cache_path)
-    table = {k: v.to(device) for k, v in table.items()}
+    table = {k: v.to(device) for k, v in cached_caption_features(encoder, captions, out / "captions.safetensors").items()}
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
 

@@ -144,7 +144,7 @@ def test_cli_run_report_and_errors(corpus, tmp_path):
     result = runner.invoke(app, ["curate", "report", str(out)])
     assert result.exit_code == 0 and "render" in result.output
     for args, message in ((["--shares", "cats=1"], "expected CATEGORY=SHARE"),
-                          (["--embed-threshold", "2"], "embed_threshold"),
+                          (["--verify-threshold", "2"], "verify_threshold"),
                           (["--engine", "spark"], "engine must be")):
         result = runner.invoke(app, ["curate", "run", str(corpus), "-o", str(tmp_path / "x"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
