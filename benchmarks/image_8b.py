@@ -107,7 +107,7 @@ def run_incasa(args) -> dict:
     return {"arm": "incasa", "five_variants_s": median, "runs_s": runs, "per_step_ms": 1000 * median / args.steps,
             "few_step_s": statistics.median(few) if few else None, "few_steps": args.few_steps,
             "peak_gib": max(peak, load_peak), "sampling_peak_gib": peak, "load_peak_gib": load_peak,
-            "load_s": load_s, "compile_s": compile_s, "sdpa": getattr(backend, "name", None), "sdpa_ms": sdpa_ms,
+            "load_s": load_s, "compile_s": compile_s, "sdpa": next((n for n, t in sdpa_ms.items() if isinstance(t, float) and t == min(v for v in sdpa_ms.values() if isinstance(v, float))), None), "sdpa_ms": sdpa_ms,
             "output_finite": finite, "cap_gib": args.cap_gib}
 
 
