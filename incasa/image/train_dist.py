@@ -137,10 +137,12 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
     captions, cap_index, cap_ids, n_caps = caption_ids(metas, device)
     encoder = load_text_encoder(cfg.text_encoder)
     # rank 0 encodes the captions once and caches them; the others wait, then read the same cache
-    if world.is_main:
-        cached_caption_features(encoder, captions, out / "captions.safetensors", console)
+    cache = out / "captions.safetensors"
+    table = cached_caption_features(encoder, captions, cache, console) if world.is_main else None
     _barrier(world)
-    table = {k: v.to(device) for k, v in cached_caption_features(encoder, captions, out / "captions.safetensors").items()}
+    if table is None:  # written by rank 0 above: this is a read
+        table = cached_caption_features(encoder, captions, cache)
+    table = {k: v.to(device) for k, v in table.items()}
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
 
