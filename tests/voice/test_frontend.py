@@ -11,6 +11,7 @@ from incasa.voice.frontend import check_phones, ipa_to_arpabet, load_lexicon, no
     ("Pay €1,200 now", "Pay one thousand two hundred euros now"),
     ("Born on 12/25/2024.", "Born on december twenty fifth twenty twenty four."),
     ("Meet at 10:30 or 7:00 or 9:05", "Meet at ten thirty or seven o'clock or nine oh five"),
+    ("At 3:30pm, or 7:00 PM. Or 9:05 a.m. sharp", "At three thirty p m, or seven p m. Or nine oh five a m sharp"),
     ("The 3rd and 21st", "The third and twenty first"),
     ("A 50% share", "A fifty percent share"),
     ("Dr. Smith met Mr. Jones", "doctor Smith met mister Jones"),

@@ -119,3 +119,15 @@ def test_cli(tiny_checkpoint, tmp_path):
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "voice", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--build-corpus" in r.output
+
+
+def test_copy_synthesis_keeps_length_and_is_deterministic(tiny_checkpoint):
+    from incasa.voice.eval import copy_synthesis
+
+    lv = load_voice(tiny_checkpoint)
+    t = np.arange(16000 // 2) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # half a second of a 220 Hz tone
+    a, b = copy_synthesis(lv, wav), copy_synthesis(lv, wav)
+    assert a.shape == wav.shape and a.dtype == np.float32
+    assert np.isfinite(a).all() and np.abs(a).max() <= 1.0
+    np.testing.assert_array_equal(a, b)
