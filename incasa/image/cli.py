@@ -38,8 +38,9 @@ def generate(
     strength: float = typer.Option(0.7, "--strength", help="img2img: how far to re-noise the init image (0-1]."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting mask, same size as --init-image: white (or "
                                                              "transparent) = repaint, black = keep."),
-    size: int = typer.Option(512, "--size", help="Output size in pixels (the model's image is upscaled; >= 256 "
-                                                 "keeps the invisible watermark). Edits keep the init image's size."),
+    size: int = typer.Option(512, "--size", help="Output size in pixels (the model's image is upscaled; the invisible "
+                                                 "watermark is embedded from 128 px and survives common edits from "
+                                                 "256). Edits keep the init image's size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx: the DiT runs in ONNX Runtime from "
                                                            "--onnx-dir (text encoder and sampler stay in PyTorch)."),

@@ -214,7 +214,8 @@ def finish_image(img: Image.Image, params: dict, *, init_image: Image.Image | No
     """Model-size image -> the delivered picture: upscaled (to the init image's size for edits, else size x size),
     invisibly watermarked, and for inpainting composited so that the kept region is the original, pixel for pixel.
 
-    The watermark needs >= 256 px (see incasa/safety/watermark.py); for inpainting it is applied to the repainted
+    The watermark needs >= watermark.MIN_SIDE (128) px and survives the common edits from 256 px up (see
+    incasa/safety/watermark.py and benchmarks/results/watermark.json); for inpainting it is applied to the repainted
     region only, because the promise "the rest stays as it was" outranks a mark on pixels we did not make.
     """
     from incasa.safety import watermark
