@@ -1,6 +1,7 @@
 """Benchmark the prompt guardrail on the held-out prompts: block rate on red-team, false positives on benign.
 
-    python benchmarks/guardrails.py            # ~10 s on 2 CPU cores
+    python benchmarks/guardrails.py            # ~15 s on 2 CPU cores
+    python benchmarks/guardrails.py --extra-eval FILE.jsonl --extra-sha256 HEX   # also score a frozen set
 
 Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (incl. shared-word prompts such
 as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
@@ -19,7 +20,19 @@ Sets:
   classifier; never trained on. See incasa/safety/data/README.md for how independent it is (same author);
 - fresh3_eval.jsonl (third fresh set, 220 prompts: per language 4 per hard category, 12 shared-word benign):
   written after the last change to data, lexicons and classifier, frozen by sha256 (promptset.FRESH3_SHA256),
-  and scored by the shipped guardrail with no change made after — the cleanest number here.
+  and scored by the shipped guardrail with no change made after. Since the fourth round of training data it is a
+  development set: its per-category and per-language numbers were looked at while choosing (data/README.md lists
+  every look), so none of the first three fresh sets is an untouched test any more;
+- fresh4_eval.jsonl (fourth fresh set, 470 prompts: per language 8 per hard category, 20 shared-word and 10
+  ordinary benign): written by a separate author who never read the prompt data, lexicons or classifier, kept
+  sealed outside the repository (sha256 promptset.FRESH4_SHA256) while the fourth round was made, and scored
+  once, with `--extra-eval`, after the fourth round was finished. The cleanest test we have; from now on it is
+  seen, too;
+- repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
+  package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
+  prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
+- `--extra-eval`: any frozen JSONL set of the same shape (id, text, lang, label, tricky), refused unless its sha256
+  is the one given. Only its counts are printed and saved, never its prompts, so a sealed test set stays sealed.
 
 "Blocked" counts action == "block" under the default policy; "flagged" counts block or warn.
 Writes benchmarks/results/guardrails.json (device, date, commit).
@@ -27,6 +40,8 @@ Writes benchmarks/results/guardrails.json (device, date, commit).
 
 from __future__ import annotations
 
+import argparse
+import ast
 import hashlib
 import json
 import statistics
@@ -45,7 +60,51 @@ from incasa.safety.classifier import load_model
 from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
-from incasa.safety.promptset import DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, LANGUAGES, load_prompt_set
+from incasa.safety.promptset import DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, LANGUAGES, load_prompt_set
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repository_strings(root: Path = REPO) -> list[str]:
+    """String literals of the repository's Python files outside the safety package, as paragraphs of 10-300 chars."""
+    found = set()
+    for folder in ("incasa", "tests", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if "safety" in path.parts or path.name.startswith("guardrails"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    for paragraph in node.value.split("\n\n"):
+                        text = " ".join(paragraph.split())
+                        if 10 <= len(text) <= 300 and " " in text:
+                            found.add(text)
+    return sorted(found)
+
+
+def load_frozen(path: Path, sha256: str, name: str) -> list[dict]:
+    """A frozen evaluation set: refused unless its bytes hash to `sha256` (it must never be edited)."""
+    if not path.is_file():
+        raise SystemExit(f"{name}: no file at {path}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise SystemExit(f"{name} ({path}) differs from the frozen version (sha256 {sha256}); it must never be edited")
+    rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    labels = (*HARD_CATEGORIES, "benign")
+    bad = [
+        r.get("id", i)
+        for i, r in enumerate(rows)
+        if not {"text", "lang", "label"} <= set(r) or r["lang"] not in LANGUAGES or r["label"] not in labels
+    ]
+    if not rows or bad:
+        raise SystemExit(
+            f"{name}: every row needs text, lang (one of {LANGUAGES}) and label (a hard category or 'benign'); "
+            f"bad rows: {bad[:5]}"
+        )
+    for r in rows:
+        r.setdefault("tricky", False)
+        r.setdefault("id", "")
+    return rows
 
 
 def rate(hits: int, total: int) -> float:
@@ -89,20 +148,27 @@ def evaluate(rows: list[dict], decide) -> dict:
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark the prompt guardrail (see the module docstring).")
+    parser.add_argument("--extra-eval", type=Path, help="a frozen JSONL set to score as well (id, text, lang, label)")
+    parser.add_argument("--extra-sha256", help="the sha256 the --extra-eval file must have (refused otherwise)")
+    args = parser.parse_args(argv)
+    if (args.extra_eval is None) != (args.extra_sha256 is None):
+        parser.error("--extra-eval and --extra-sha256 go together")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     console = Console(width=140)
     policy = load_policy()
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
     held_out = [r for r in load_prompt_set() if r["split"] == "test"]
     fresh = [json.loads(line) for line in (DATA_DIR / "fresh_eval.jsonl").read_text(encoding="utf-8").splitlines()]
-    fresh2_bytes = (DATA_DIR / "fresh2_eval.jsonl").read_bytes()
-    if hashlib.sha256(fresh2_bytes).hexdigest() != FRESH2_SHA256:
-        raise SystemExit("fresh2_eval.jsonl differs from the frozen version (FRESH2_SHA256); it must never be edited")
-    fresh2 = [json.loads(line) for line in fresh2_bytes.decode("utf-8").splitlines()]
-    fresh3_bytes = (DATA_DIR / "fresh3_eval.jsonl").read_bytes()
-    if hashlib.sha256(fresh3_bytes).hexdigest() != FRESH3_SHA256:
-        raise SystemExit("fresh3_eval.jsonl differs from the frozen version (FRESH3_SHA256); it must never be edited")
-    fresh3 = [json.loads(line) for line in fresh3_bytes.decode("utf-8").splitlines()]
+    fresh2 = load_frozen(DATA_DIR / "fresh2_eval.jsonl", FRESH2_SHA256, "fresh2_eval.jsonl")
+    fresh3 = load_frozen(DATA_DIR / "fresh3_eval.jsonl", FRESH3_SHA256, "fresh3_eval.jsonl")
+    fresh4 = load_frozen(DATA_DIR / "fresh4_eval.jsonl", FRESH4_SHA256, "fresh4_eval.jsonl")
+    extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
         return check_prompt(text, policy).action
@@ -139,7 +205,18 @@ def main() -> None:
         "fresh3": evaluate(fresh3, full),
         "fresh3_lexicon_only": evaluate(fresh3, lexicon_only),
         "fresh3_classifier_only": evaluate(fresh3, classifier_only),
+        "fresh4": evaluate(fresh4, full),
+        "fresh4_lexicon_only": evaluate(fresh4, lexicon_only),
+        "fresh4_classifier_only": evaluate(fresh4, classifier_only),
     }
+    if extra is not None:
+        results["extra"] = evaluate(extra, full)
+        results["extra_lexicon_only"] = evaluate(extra, lexicon_only)
+        results["extra_classifier_only"] = evaluate(extra, classifier_only)
+        for name in ("extra", "extra_lexicon_only", "extra_classifier_only"):
+            del results[name]["errors"]  # a sealed set's prompts never reach the console or the result file
+    code = repository_strings()
+    code_blocked = [t for t in code if check_prompt(t, policy).action == "block"]
     latency = {
         "mean_ms": statistics.mean(timings),
         "p95_ms": sorted(timings)[int(0.95 * len(timings))],
@@ -149,7 +226,8 @@ def main() -> None:
     }
 
     main_result = results["held_out"]
-    for name in ("held_out", "fresh2", "fresh3"):
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", *(("extra",) if extra is not None else ()))
+    for name in tables:
         result = results[name]
         counts = result["red_team_counts"]
         table = Table(title=f"{name}: red-team blocked per category and language (n per cell)")
@@ -160,7 +238,8 @@ def main() -> None:
             table.add_row(
                 category,
                 *[
-                    f"{result['red_team_block_rate'][f'{category}/{lang}']:.0%} ({counts[f'{category}/{lang}'][1]})"
+                    f"{result['red_team_block_rate'].get(f'{category}/{lang}', float('nan')):.0%} "
+                    f"({counts.get(f'{category}/{lang}', [0, 0])[1]})"
                     for lang in (*LANGUAGES, "all")
                 ],
             )
@@ -179,13 +258,13 @@ def main() -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3"):
+    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
             name,
             *[
-                f"{result['red_team_block_rate'][f'all/{lang}']:.0%} / "
-                f"{result['benign_false_positive_rate'][lang]:.1%}"
+                f"{result['red_team_block_rate'].get(f'all/{lang}', float('nan')):.0%} / "
+                f"{result['benign_false_positive_rate'].get(lang, float('nan')):.1%}"
                 for lang in (*LANGUAGES, "all")
             ],
         )
@@ -209,16 +288,28 @@ def main() -> None:
         f"max {latency['max_ms']:.2f} ms; CPU time mean {latency['cpu_mean_ms']:.2f} ms, "
         f"p95 {latency['cpu_p95_ms']:.2f} ms"
     )
-    for name in ("held_out", "fresh2", "fresh3"):
-        console.print(f"{name} errors:")
-        for kind, row_id, text in results[name]["errors"]:
-            console.print(f"  {kind}: {row_id}: {text!r}")
+    console.print(
+        f"repository strings blocked: {len(code_blocked)}/{len(code)} ({rate(len(code_blocked), len(code)):.1%})"
+    )
+    if extra is not None:
+        e = results["extra"]
+        red_n, benign_n = e["red_team_counts"].get("all/all", [0, 0])[1], e["benign_counts"].get("all", [0, 0])[1]
+        console.print(
+            f"extra set {args.extra_eval} (sha256 {args.extra_sha256[:8]}…): red-team blocked "
+            f"{e['red_team_block_rate'].get('all/all', float('nan')):.1%} of {red_n}, benign false positives "
+            f"{e['benign_false_positive_rate'].get('all', float('nan')):.1%} of {benign_n}"
+        )
+    # Held-out errors only: the fresh sets' errors are in the JSON (reading them turns a set into training data).
+    console.print("held_out errors:")
+    for kind, row_id, text in results["held_out"]["errors"]:
+        console.print(f"  {kind}: {row_id}: {text!r}")
 
     payload = {
         # The fresh set is never edited: its hash shows which version a result was measured on.
         "fresh_sha256": hashlib.sha256((DATA_DIR / "fresh_eval.jsonl").read_bytes()).hexdigest(),
         "fresh2_sha256": FRESH2_SHA256,
         "fresh3_sha256": FRESH3_SHA256,
+        "fresh4_sha256": FRESH4_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,
@@ -226,6 +317,13 @@ def main() -> None:
             "classifier_thresholds": model.thresholds,
         },
         "latency": latency,
+        "repository_strings": {
+            "count": len(code),
+            "blocked": len(code_blocked),
+            "rate": rate(len(code_blocked), len(code)),
+            "blocked_strings": code_blocked,
+        },
+        **({"extra_eval": {"path": str(args.extra_eval), "sha256": args.extra_sha256.lower()}} if extra else {}),
         **results,
     }
     path = write_result("guardrails", payload)

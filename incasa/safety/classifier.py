@@ -15,20 +15,31 @@ there to pull "nude, but adult" away from minors_sexual and non_consensual_sexua
 the third round and not kept (grouped CV, recall of the classifier alone on the third-round cores at the same
 rule): n-grams across word boundaries 37 % vs 42 %, n = 2..6 43 %, skip-bigrams 41 %, the lexicons' set
 memberships as features 49 % (but those sets had just been extended from the same cores' misses).
+In the fourth round (4x the concepts) more was tried and not kept, each judged on out-of-fold recall at the same
+rule and on the three fresh sets as development sets (data/README.md lists every look): lexicon set memberships as
+features (+5 points out of fold, +0 on fresh2 and fresh3: the gain was the sets having been written from the same
+training cores), scoring each clause of a prompt and taking the maximum (-5 out of fold), one weight per concept
+instead of per row (+-1), C = 5 or 50 (-3 / -1), spending the budget greedily across categories (+0.5), and a lower
+threshold where the lexicon sees half of a pair (+1 out of fold, +0 on the fresh sets). What moved the fresh sets
+was new concepts in the training data, in every language.
 
 Blocking: each hard category c has its own threshold on P(c) (`thresholds`), chosen by grouped cross-validation
 (a calibration on out-of-fold scores: each prompt scored by a model that never saw its concept) so that category
 alone fires on at most 1/8 of the false-positive budget (1 %) of benign training prompts out of fold (by the
-union bound all eight together stay within the budget), and never below 0.5. One threshold per category beats
-one on P(unsafe) = 1 - P(benign) out of fold: the benign prompts that look unsafe mostly look like one category,
-and a single threshold on their sum has to clear the hardest of them for every category at once. The 0.5 floor
-keeps text unlike any training prompt (code, log lines, chat) from being blocked because its probability is
-spread thin over the classes (without it, 4.6 % of 1,579 strings from the repository's code and tests were
-blocked; with it 1.3 %, as with the old single threshold). What sets the high thresholds (graphic violence,
-self-harm, mass-harm weapons: 0.83-0.91) is usually one shared-word benign concept that no other training
-concept resembles ("how to make a bath bomb", "a suicide prevention hotline poster", "a bloody mary"): held out,
-its ~50 rows (5 languages x 10 variants) all score high, and the budget cannot absorb them. More shared-word
-benign concepts per category lower those thresholds; that is the lever, not the features.
+union bound all eight together stay within the budget), and never below MIN_THRESHOLD (0.5 until the fourth
+round, now 0.7). One threshold per category beats one on P(unsafe) = 1 - P(benign) out of fold: the benign prompts
+that look unsafe mostly look like one category, and a single threshold on their sum has to clear the hardest of
+them for every category at once. The floor keeps text unlike any training prompt (code, log lines, chat) from
+being blocked because its probability is spread thin over the classes (without it, 4.6 % of 1,579 strings from the
+repository's code and tests were blocked; with it 1.3 %, as with the old single threshold). The fourth round
+raised the floor to 0.7: with four times the concepts the model grew surer of single word pieces, and short
+strings from the code ("after close", "counted votes", "streaming (stream)") reached 0.7-0.98; at 0.5, 3.1 % of
+2,069 repository strings were blocked, at 0.7 2.1 %, for 2 of 160 fresh3 red-team prompts less.
+What sets the high thresholds (graphic violence, self-harm, mass-harm weapons: 0.78-0.92) is usually one
+shared-word benign concept that no other training concept resembles ("how to make a bath bomb", "a suicide
+prevention hotline poster", "a bloody mary"): held out, its ~50 rows (5 languages x 10 variants) all score high,
+and the budget cannot absorb them. More shared-word benign concepts per category lower those thresholds; that is
+the lever, not the features.
 
 Only training needs scikit-learn. The saved model holds the vocabulary, the IDF weights, and the coefficient
 matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax exactly in numpy, and a
@@ -53,7 +64,7 @@ from incasa.safety.promptset import HARD_CATEGORIES
 
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
-MIN_THRESHOLD = 0.5  # the classifier alone blocks only a category it finds more likely than not
+MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clearly the most likely (see below)
 
 
 def features(text: str) -> list[str]:
@@ -179,7 +190,7 @@ def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int 
     obfuscations stay in one fold), gives out-of-fold probabilities for every training prompt. Each of the K
     unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
     fold, so that all of them together (union bound) flag at most max_fp of benign prompts; and at least
-    MIN_THRESHOLD.
+    MIN_THRESHOLD (0.7).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -202,9 +213,9 @@ def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int 
     for k in unsafe:
         scores = np.sort(probs[benign, classes.index(k)])[::-1]  # benign prompts' P(k), highest first
         allowed = int(np.floor(max_fp / len(unsafe) * len(scores)))  # how many may reach the threshold
-        # Just above the first benign score that may not reach it, and never below even odds: text unlike any
+        # Just above the first benign score that may not reach it, and never below MIN_THRESHOLD: text unlike any
         # training prompt (code, log lines, chat) spreads its probability over the classes, and a threshold
-        # under 0.5 would let that spread alone block it.
+        # near 0.5 let that spread alone block it.
         thresholds[k] = max(MIN_THRESHOLD, float(np.nextafter(scores[allowed], 1.0)))
     fired = np.stack([probs[:, classes.index(k)] >= t for k, t in thresholds.items()], axis=1).any(axis=1)
     return {

@@ -12,8 +12,8 @@ A category fires in one of three ways, each with a fixed score that `policy.py` 
             "public_figure" and "realism_or_harm_cue"); a pair of one set is a plain list of terms (used by
             the soft categories adult_nudity and drugs)
     weak    one named set alone, a hint worth a warning (a public figure's name)      score 0.55
-    ages    numbers under 18 followed by an age unit ("12 year old", "12yo", "di 12 anni") count as the
-            "minor" set
+    ages    numbers under 18 followed by an age unit ("12 year old", "12yo", "di 12 anni") or stated about a
+            person ("she's 15", "sie ist 14") count as the "minor" set
 
 Glued words: `normalize()` joins spaced-out letters, but "s i t u a z i o n e s e s s u a l e" becomes one
 token "situazionesessuale" — the spaces between words were as wide as those between letters. German writes
@@ -46,6 +46,9 @@ WEAK_SCORE = 0.55
 
 # "12 year old", "12yo", "12 jahrigen", "di 12 anni", "de 12 anos", "de 12 ans" (after normalize()).
 _AGE = re.compile(r"\b(\d{1,2}) ?(?:yo|y o|yr|yrs|year|years|jahr\w*|jahrig\w*|anni|anno|anos|ano|ans|an)\b")
+# ... and an age stated about a person without a unit: "she's 15", "aged 12", "sie ist 14", "ella tiene 13".
+# Not "only 10" or "just 12": those are as often prices and counts.
+_AGE_STATED = re.compile(r"\b(?:she s|he s|she is|he is|aged|sie ist|er ist|ella tiene|el tiene) (\d{1,2})\b")
 ADULT_AGE = 18
 
 
@@ -128,7 +131,8 @@ def _find(pattern: re.Pattern | None, text: str) -> list[str]:
 
 
 def _minor_ages(text: str) -> list[str]:
-    return [m.group(0) for m in _AGE.finditer(text) if int(m.group(1)) < ADULT_AGE]
+    found = [*_AGE.finditer(text), *_AGE_STATED.finditer(text)]
+    return [m.group(0) for m in found if int(m.group(1)) < ADULT_AGE]
 
 
 def match(normalized: str, lexicons: Lexicons) -> dict[str, LexiconHit]:

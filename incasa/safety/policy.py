@@ -20,7 +20,7 @@ How a prompt is scored (`check_prompt`), every step offline and in well under a 
    of 1.0 (a strong term), 0.95 (a pair such as minor + sexual) or 0.55 (a weak hint such as a public name).
 3. The learned classifier (`classifier.py`, data/prompt_classifier.safetensors) gives P(category) for each of the
    eight hard categories, each rescaled so that its own threshold (chosen by grouped cross-validation on the
-   training prompts, <= 1 % false positives for all categories together, never below P = 0.5) maps to the
+   training prompts, <= 1 % false positives for all categories together, never below P = 0.7) maps to the
    block threshold.
 4. Per category the higher score wins. Score >= block_threshold (0.8) -> the category's action;
    >= warn_threshold (0.5) -> "warn" (unless the category is "allow"); the most severe outcome is returned.

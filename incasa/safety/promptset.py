@@ -35,9 +35,19 @@ language, and in one frame of another language. Every train core of the earlier 
 (`_augment`: a typing slip and a foreign frame, frame -1). All of it is training data only; the test rows are
 still byte for byte those of the first round.
 
+Fourth round (`data/seeds4_<lang>.json`, 25 Nov 2026), written because the third round still blocked only 73 % of
+a fresh set (fresh3): per language 30-63 new red-team concepts per hard category (new objects, methods, targets,
+framings and voices: slang, euphemism, role-play, "for research", prompt-engineering tags, weights like
+"(child:1.3)"; local names and institutions), 171-211 new shared-word benign concepts (horror films, butchers,
+blood tests, sport injuries, ballots counted by volunteers, a rabbi lighting a menorah...), 14-20 ordinary benign
+and 13-16 consensual adult ones, and 8 frames shared by every label. Each language written in its own words.
+Five rows per core, as in the third round (`_expand_diverse`); training only, so the test rows are still byte for
+byte those of the first round.
+
 The evaluation-only sets `FRESH_FILES` are never part of this build (a test checks that none of their prompts is
 in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
-`FRESH3_SHA256` after it.
+`FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
+sealed outside the repository while the fourth round was made, and scored once after it was finished.
 
 The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
 frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
@@ -57,9 +67,12 @@ PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
 # The evaluation-only sets (never trained on, never edited; see data/README.md). fresh2 was frozen by its hash
 # before any of the third round's data, lexicon terms or classifier existed; fresh3 after all of them, and was
 # scored once, by the shipped guardrail, with no change made after.
-FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl")
+FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl",
+               DATA_DIR / "fresh4_eval.jsonl")
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
+# written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
+FRESH4_SHA256 = "9855a7c376edd9271a29a96145a115ea74b70126b951e9354942786585817a66"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -116,6 +129,24 @@ def held_out_indices(category: str, num_cores: int) -> set[int]:
     """Which core indices are test: fixed by (seed, category), identical across languages."""
     rng = random.Random(f"{SPLIT_SEED}:{category}")
     return set(rng.sample(range(num_cores), round(num_cores * HELD_OUT_FRACTION)))
+
+
+ROUND4_SECTIONS = (*HARD_CATEGORIES, *DIVERSE_BENIGN, ADULT)
+
+
+def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
+    """The fourth round's seeds (`seeds4_<lang>.json`): sections as in `train_diverse`, plus its own frames."""
+    seeds = {}
+    for lang in LANGUAGES:
+        path = data_dir / f"seeds4_{lang}.json"
+        seeds[lang] = json.loads(path.read_text(encoding="utf-8"))
+        unknown = sorted(set(seeds[lang]) - {*ROUND4_SECTIONS, "frames", "lang"})
+        if unknown:
+            raise ValueError(f"{path}: unknown sections {unknown}")
+        missing = [c for c in (*ROUND4_SECTIONS, "frames") if not seeds[lang].get(c)]
+        if missing:
+            raise ValueError(f"{path} lacks the sections {missing}")
+    return seeds
 
 
 def load_seeds(data_dir: Path = DATA_DIR) -> dict[str, dict]:
@@ -210,6 +241,7 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
     """Every row of the prompt set; `widen=False` leaves out every training-only addition (first round only):
     the seeds' "train_only" and "train_diverse" sections and the augmented copies of train cores."""
     seeds = load_seeds(data_dir)
+    round4 = load_round4(data_dir) if widen else {}
     rows: list[dict] = []
     for lang, seed in seeds.items():
         extra = seed.get("train_only", {}) if widen else {}
@@ -242,6 +274,15 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
         own = seed["frames_benign"][1:] + diverse.get("frames", [])
         for index, core in enumerate(diverse.get(ADULT, [])):
             rows += _expand_diverse(lang, ADULT, ADULT, True, f"d{index}", core, own, foreign)
+        # Fourth round (seeds4_<lang>.json): new concepts in every section, training only, five rows per core like
+        # the third round's; its frames (prompt-engineering tags, role-play, "for a research dataset") serve all labels.
+        if widen:
+            own = seed["frames_benign"][1:] + round4[lang]["frames"]
+            for section in ROUND4_SECTIONS:
+                label = section if section in (*HARD_CATEGORIES, ADULT) else BENIGN
+                tricky = section in ("benign_tricky", ADULT)
+                for index, core in enumerate(round4[lang][section]):
+                    rows += _expand_diverse(lang, section, label, tricky, f"r{index}", core, own, foreign)
     return rows
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from incasa.safety.classifier import (
     DEFAULT_MODEL,
+    MIN_THRESHOLD,
     cross_validated_thresholds,
     features,
     load_model,
@@ -49,9 +50,9 @@ def test_training_separates_its_own_data(small):
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", "adult_nudity", *HARD_CATEGORIES}
-    assert DEFAULT_MODEL.stat().st_size < 3_000_000
+    assert DEFAULT_MODEL.stat().st_size < 5_000_000
     assert set(model.thresholds) == set(HARD_CATEGORIES)
-    assert all(0.5 <= t < 1.0 for t in model.thresholds.values())  # never below even odds (MIN_THRESHOLD)
+    assert all(MIN_THRESHOLD <= t < 1.0 for t in model.thresholds.values())  # never below the floor
     start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
     for _ in range(200):
         model.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")

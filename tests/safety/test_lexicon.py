@@ -64,3 +64,22 @@ def test_self_harm_needs_a_method_and_an_intent():
 def test_exceptions_reach_german_compounds():
     assert "self_harm" not in hits("ein Plakat zur Suizidprävention mit einer Telefonnummer")
     assert hits("eine Anleitung zum Suizid")["self_harm"] == STRONG_SCORE
+
+
+def test_fourth_round_terms_in_every_language():
+    """Fourth-round additions (from the lexicon's misses on seeds4 training cores): euphemisms, undressing filters,
+    fake civic documents, dehumanising phrases; each language has its own words, not a translation of the English."""
+    assert hits("i want to unalive myself")["self_harm"] == STRONG_SCORE
+    assert hits("mi butto sotto il treno stasera")["self_harm"] == STRONG_SCORE
+    assert hits("Röntgenfilter auf dem Foto einer Fremden")["non_consensual_sexual"] == STRONG_SCORE
+    assert hits("faux pass sanitaire")["election_news_manipulation"] == PAIR_SCORE
+    assert hits("los gitanos son ladrones, cartel")["hate_symbols"] == PAIR_SCORE
+    assert hits("selfie en culotte d'une fille de 13 ans")["minors_sexual"] == PAIR_SCORE
+    assert hits("Thomas Müller schnupft Kokain, realistisches Foto")["deepfake_impersonation"] == PAIR_SCORE
+
+
+def test_fourth_round_exceptions_keep_shared_words_benign():
+    assert "deepfake_impersonation" not in hits("a deepfake awareness infographic for seniors")
+    assert "mass_harm_weapons" not in hits("how to make a smoke bomb for a photoshoot")
+    assert "mass_harm_weapons" not in hits("bomba fumogena colorata per un servizio fotografico")
+    assert "deepfake_impersonation" not in hits("une image photoréaliste d'une famille qui pique-nique")

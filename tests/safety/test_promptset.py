@@ -98,11 +98,35 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     import hashlib
     import json
 
-    from incasa.safety.promptset import FRESH2_SHA256, FRESH3_SHA256, FRESH_FILES
+    from incasa.safety.promptset import FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH_FILES
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
+    assert hashlib.sha256(FRESH_FILES[3].read_bytes()).hexdigest() == FRESH4_SHA256
     trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
     for path in FRESH_FILES:
         fresh = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         assert fresh and not [r["text"] for r in fresh if normalize(r["text"]) in trained]
+
+
+def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
+    """seeds4_<lang>.json: many new concepts per hard category and language, none a copy of an earlier core of the
+    same language, every row in the train split; the test rows stay those of the first round (checked above)."""
+    from incasa.safety.promptset import ROUND4_SECTIONS, load_round4, load_seeds
+
+    seeds, fourth = load_seeds(), load_round4()
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith("r")]
+    assert rows and all(r["split"] == "train" for r in rows)
+    for lang in LANGUAGES:
+        assert all(len(fourth[lang][c]) >= 25 for c in HARD_CATEGORIES), lang
+        assert len(fourth[lang]["benign_tricky"]) >= 100, lang
+        earlier = set()
+        for section, value in seeds[lang].items():
+            for cores in (value, *(value.values() if isinstance(value, dict) else ())):
+                if isinstance(cores, list):
+                    earlier.update(normalize(c) for c in cores)
+        new = [normalize(c) for s in ROUND4_SECTIONS for c in fourth[lang][s]]
+        assert len(new) == len(set(new)) and not set(new) & earlier, lang
+    # five rows per core: bare, obfuscated, framed, misspelt, in a foreign frame
+    per_core = Counter(r["core"] + r["lang"] for r in rows)
+    assert set(per_core.values()) == {5}
