@@ -1,29 +1,37 @@
-"""Verification of deja-vu candidates: align the two pictures, undo a global colour change, and judge what is left.
+"""Verification of deja-vu candidates: align the two pictures, undo a global colour change, and let a small CNN judge
+what is left.
 
 The ANN index (``dejavu.SeenIndex``) finds the originals a candidate *might* copy: its 64-d embedding puts the true
-original among the 8 nearest for >= 99 % of copies under every benchmark transform, crops and rotations included.
+original among the 2 nearest for >= 99 % of copies under every benchmark transform, crops and rotations included.
 What it cannot do is tell a copy from a *hard negative* — the same emoji in another skin tone, or a sibling drawn
 in the same style (😈 vs 👿, man vs woman golfing) — because those differ in 1-5 % of their pixels and score cosine
 > 0.99. This module makes that call on each candidate pair, at the pixels:
 
 1. **thumbnails** — both pictures as 48×48 RGB (flattened onto white), stored in the index beside the embedding;
 2. **geometric alignment** — ECC (Evangelidis & Psarakis, PAMI 2008; ``cv2.findTransformECC``) fits the affine warp
-   that maps the candidate onto the original, starting from identity: crops (a zoom + shift), rescaling and
-   rotations up to ~10° lie within its basin; a mirrored copy is aligned against the mirrored original;
+   that maps the original onto the candidate, coarse to fine (first on both pictures blurred, then sharp): crops (a
+   zoom + shift), rescaling and rotations up to ~10° lie within its basin. Both orientations of the original are
+   tried and the better-correlated one kept, so a mirrored copy is judged against the mirrored original even when
+   the embedding's mirror hint was wrong (symmetric pictures: a square sign, a face);
 3. **colour alignment** — a least-squares fit of the global colour changes a copy may carry: gain, a blend with the
    luminance (saturation, contrast), a small rotation about the grey axis (hue) and an offset, refit once without
-   the worst 10 % of pixels (a weak ridge keeps it near "no change"). It cannot recolour one region while leaving
-   the rest unchanged — though for an emoji that is nearly all skin, another tone *is* almost a global change;
-4. **residual statistics** — what differs after the geometric alignment, with and without the colour fit, split by
-   kind: luminance vs chroma, in flat areas vs near edges, at several thresholds, each pixel compared with the best
-   of its 3×3 neighbours (edges a fraction of a pixel off are no change); plus the largest changed flat region,
-   whether the changed pixels are one colour in the copy (an overlay) or in the original (a recolouring), the ECC
-   correlation, the overlap, the cosine and the colour coefficients;
-5. **a learned verdict** — logistic regression on those features, trained on augmented copies vs their ANN
-   neighbours (siblings and skin tones included) of *other* emoji sets (Twemoji, OpenMoji, Fluent; see
-   ``dejavu_train.py``), giving P(copy). The deja-vu rule thresholds it.
+   the worst 10 % of pixels (a weak ridge keeps it near "no change");
+4. **a learned verdict** — a five-layer CNN (``VerifierNet``, 50 k weights) looks at the candidate, the aligned and
+   colour-fitted original, the aligned original before the colour fit, their difference and the valid-pixel mask
+   (pixels the warped original covers: a rotation's corners and a crop's lost border are masked out), plus seven
+   numbers (how far the colour fit is from "no change", the ECC correlation, the overlap, the embedding cosine),
+   and gives P(copy). It learns what hand-made residual statistics could not: that a thin, one-colour stroke
+   pattern over the picture is an overlay (text) while a face-sized patch of shifted colour under unchanged
+   outlines is another skin tone, and that edges half a pixel off after a rotation are no change. It is trained on
+   augmented copies vs their ANN neighbours of *other* emoji sets (Twemoji, OpenMoji, Fluent; ``dejavu_train.py``);
+   the benchmark tests it on Noto.
 
-Everything here is numpy + OpenCV on 48×48 pixels: ~1-2 ms per candidate pair on one core.
+On the benchmark's calibration half (recall at precision 0.99 / 0.95; a match to an indexed emoji Noto draws with the
+very same pixels counts as right), the previous verifier — a sign-constrained logistic regression over 46 residual
+statistics of the single-orientation alignment — reached 0.62 / 0.89, this one 0.86 / 0.97; the test-half numbers
+are in ``benchmarks/results/dejavu.json``. Alignment is numpy + OpenCV on 48×48 pixels, the CNN a few ms per pair
+on one core: ~12 ms per decision of two candidates in all. None of it runs in the per-image stage, only in the driver's
+decision for the few candidates the ANN index returns.
 """
 
 from __future__ import annotations
@@ -37,43 +45,58 @@ import numpy as np
 from incasa.data.dejavu import thumbnail  # noqa: F401  (the thumbnail lives with the descriptor; re-exported)
 
 VERIFIER_FILE = Path(__file__).with_name("dejavu_verifier.safetensors")
-VERIFIER_VERSION = "ecc48-lr-v7"
+VERIFIER_VERSION = "ecc48-cnn-v8"
 _LUM = np.array([0.299, 0.587, 0.114], np.float32)
-_CB = np.array([-0.1687, -0.3313, 0.5], np.float32)
-_CR = np.array([0.5, -0.4187, -0.0813], np.float32)
 _GREY = np.ones(3, np.float32) / np.sqrt(3)
 _KERNEL3 = np.ones((3, 3), np.uint8)
-_NO_CHANGE = np.array([1.0, 0.0, 0.0, 0.0])  # gain, luma, hue, offset of the identity colour map
-LUM_T = (0.04, 0.08, 0.16, 0.32)
-CHROMA_T = (0.02, 0.04, 0.08, 0.16)
-_STATS = [f"{kind}>{t}@{where}" for kind, ts in (("lum", LUM_T), ("chroma", CHROMA_T)) for where in ("flat", "edge")
-          for t in ts] + ["blob_chroma_flat", "blob_lum_flat"]
-FEATURE_NAMES = tuple([f"fit:{n}" for n in _STATS] + [f"same:{n}" for n in _STATS] +
-                      ["ecc", "overlap", "flat_share", "cosine", "colour_gain", "colour_luma", "colour_hue",
-                       "colour_offset", "overlay_uniform", "original_uniform"])
-NUM_FEATURES = len(FEATURE_NAMES)
+_NO_CHANGE = np.array([1.0, 0.0, 0.0, 0.0], np.float32)  # gain, luma, hue, offset of the identity colour map
+_ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
+IMAGE_CHANNELS = 11  # candidate 3, fitted original 3, aligned original 3, difference 1, valid mask 1
+SCALAR_NAMES = ("colour_gain", "colour_luma", "colour_hue", "colour_offset", "ecc", "overlap", "cosine")
+
+
+@dataclass(frozen=True)
+class AlignedPair:
+    """A candidate and an indexed original brought into the candidate's frame (all float32 in [0, 1], 48×48)."""
+
+    query: np.ndarray  # H, W, 3
+    fitted: np.ndarray  # H, W, 3: the aligned original after the global colour fit
+    warped: np.ndarray  # H, W, 3: the aligned original before it
+    valid: np.ndarray  # H, W bool: pixels the warped original covers
+    ecc: float  # the ECC correlation of the alignment (0: it failed)
+    colour: np.ndarray  # 4: gain, luma, hue, offset of the colour fit
+    mirrored: bool  # the original was mirrored to match
+
+
+def _ecc(q_grey: np.ndarray, o_grey: np.ndarray, init: np.ndarray, blur: int) -> tuple[float, np.ndarray] | None:
+    try:
+        cc, warp = cv2.findTransformECC(q_grey, o_grey, init.copy(), cv2.MOTION_AFFINE, _ECC_CRITERIA, None, blur)
+    except cv2.error:  # a diverging or degenerate (flat picture) fit
+        return None
+    # a near-flat picture can give an infinite correlation or warp without raising: as much a failure
+    return (float(cc), warp) if np.isfinite(cc) and abs(cc) <= 1.0 + 1e-6 and np.isfinite(warp).all() else None
 
 
 def align(query_HW3: np.ndarray, original_HW3: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(ECC correlation, original warped into the query's frame, valid-pixel mask). Inputs float32 in [0, 1]."""
+    """(ECC correlation, original warped into the query's frame, valid-pixel mask). Inputs float32 in [0, 1].
+
+    Coarse to fine: the affine fit on both pictures blurred (sigma 2: a wide basin, so 10° rotations and 30 % crops
+    converge), refined on the sharp pictures. The valid mask is where the warped original has content, eroded by a
+    pixel because the border mixes in the fill value."""
     q_grey = np.ascontiguousarray(query_HW3 @ _LUM)
     o_grey = np.ascontiguousarray(original_HW3 @ _LUM)
-    warp = np.eye(2, 3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
-    try:
-        cc, warp = cv2.findTransformECC(q_grey, o_grey, warp, cv2.MOTION_AFFINE, criteria, None, 5)
-    except cv2.error:  # a diverging affine fit: retry with a rigid motion (fewer degrees of freedom)
-        try:
-            warp = np.eye(2, 3, dtype=np.float32)
-            cc, warp = cv2.findTransformECC(q_grey, o_grey, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
-        except cv2.error:  # flat images: no alignment, and the features will say "nothing matches"
-            return 0.0, np.zeros_like(query_HW3), np.zeros(query_HW3.shape[:2], bool)
+    eye = np.eye(2, 3, dtype=np.float32)
+    coarse = _ecc(cv2.GaussianBlur(q_grey, (0, 0), 2), cv2.GaussianBlur(o_grey, (0, 0), 2), eye, 1)
+    fine = _ecc(q_grey, o_grey, coarse[1] if coarse is not None else eye, 3)
+    fit = fine or coarse or _ecc(q_grey, o_grey, eye, 5)
+    if fit is None:  # no alignment at all: the verdict will see "nothing matches"
+        return 0.0, np.zeros_like(query_HW3), np.zeros(query_HW3.shape[:2], bool)
+    cc, warp = fit
     size = (query_HW3.shape[1], query_HW3.shape[0])
     warped = cv2.warpAffine(original_HW3, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(-1.0, -1.0, -1.0))
-    # the border of the warped picture mixes in the fill value: keep only pixels well inside it
     valid = cv2.erode((warped.min(-1) >= 0).astype(np.uint8), _KERNEL3).astype(bool)
-    return float(cc), warped, valid
+    return float(cc), np.clip(warped, 0, 1), valid
 
 
 def _colour_design(x_N3: np.ndarray) -> np.ndarray:
@@ -107,120 +130,112 @@ def colour_fit(query_HW3: np.ndarray, warped_HW3: np.ndarray, valid_HW: np.ndarr
     return fitted.astype(np.float32), coef.astype(np.float32)
 
 
-def _edges(x_HW3: np.ndarray) -> np.ndarray:
-    g = x_HW3 @ _LUM
-    return np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) > 1.0
-
-
-def _largest_blob(mask_HW: np.ndarray) -> int:
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask_HW.astype(np.uint8), connectivity=8)
-    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
-
-
-def _tolerant_residual(q: np.ndarray, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per pixel, the smallest |q - x| (projected on ``weights``) over x's 3×3 neighbourhood: an edge that the
-    alignment left a fraction of a pixel off leaves no residual, a recoloured region or a new stroke does."""
-    qw, xw = q @ weights, x @ weights
-    pad = np.pad(xw, 1, mode="edge")
-    h, w = qw.shape
-    return np.min([np.abs(qw - pad[dy:dy + h, dx:dx + w]) for dy in range(3) for dx in range(3)], axis=0)
-
-
-def _residual_stats(qb: np.ndarray, xb: np.ndarray, flat: np.ndarray, edgy: np.ndarray, n_valid: int
-                    ) -> list[float]:
-    """The 18 residual numbers of one colour hypothesis: fractions above each threshold (luminance / chroma, flat /
-    edge) and the largest changed flat regions."""
-    res_lum = _tolerant_residual(qb, xb, _LUM)
-    res_chroma = _tolerant_residual(qb, xb, _CB) + _tolerant_residual(qb, xb, _CR)
-    out = []
-    for res, ts in ((res_lum, LUM_T), (res_chroma, CHROMA_T)):
-        for where in (flat, edgy):
-            out += [float((res[where] > t).sum()) / n_valid for t in ts]
-    return out + [_largest_blob(flat & (res_chroma > 0.04)) / n_valid, _largest_blob(flat & (res_lum > 0.08)) / n_valid]
-
-
-def pair_features(query_thumb: np.ndarray, original_thumb: np.ndarray, cosine: float, mirrored: bool
-                  ) -> np.ndarray:
-    """The NUM_FEATURES numbers the verifier judges, for one (candidate, indexed original) pair of uint8 thumbs."""
+def align_pair(query_thumb: np.ndarray, original_thumb: np.ndarray) -> AlignedPair:
+    """Align a uint8 candidate thumbnail and an indexed one: both orientations of the original, the better kept."""
     q = query_thumb.astype(np.float32) / 255
     o = original_thumb.astype(np.float32) / 255
-    if mirrored:
-        o = np.ascontiguousarray(o[:, ::-1])
-    cc, warped, valid = align(q, o)
-    n_valid = int(valid.sum())
-    if n_valid < 0.25 * valid.size:  # alignment failed or almost no overlap: the worst possible residuals
-        return np.array([1.0] * 36 + [cc, n_valid / valid.size, 0.0, cosine, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                        np.float32)
+    best = None
+    for mirrored in (False, True):
+        cc, warped, valid = align(q, np.ascontiguousarray(o[:, ::-1]) if mirrored else o)
+        if best is None or cc > best[0]:
+            best = (cc, warped, valid, mirrored)
+    cc, warped, valid, mirrored = best
+    if valid.sum() < 0.25 * valid.size:  # alignment failed or almost no overlap: no colour fit to speak of
+        return AlignedPair(q, warped, warped, valid, cc, _NO_CHANGE.copy(), mirrored)
     fitted, coef = colour_fit(q, warped, valid)
-    # a blur on both: resampling (resize, rotation, crop) moves and softens edges by a fraction of a pixel
-    qb = cv2.GaussianBlur(q, (0, 0), 1.0)
-    edge = cv2.dilate((_edges(q) | _edges(fitted)).astype(np.uint8), _KERNEL3).astype(bool)
-    flat, edgy = valid & ~edge, valid & edge
-    # two hypotheses: the colours were changed globally (jitter), or not at all (every other transform); a copy
-    # fits one of them, a recoloured sibling neither
-    feats = _residual_stats(qb, cv2.GaussianBlur(fitted, (0, 0), 1.0), flat, edgy, n_valid)
-    feats += _residual_stats(qb, cv2.GaussianBlur(warped, (0, 0), 1.0), flat, edgy, n_valid)
-    feats += [cc, n_valid / valid.size, float(flat.sum()) / n_valid, cosine, *coef.tolist()]
-    # what kind of change is left: an overlay (text, a sticker) paints the changed pixels of the query in one colour
-    # over varied content; a recoloured region (another skin tone) is one colour in the original and shaded in
-    # the query; a redrawn detail (another mouth) is neither
-    diff = qb - cv2.GaussianBlur(fitted, (0, 0), 1.0)
-    changed = valid & ((np.abs(diff @ _LUM) > 0.08) | (np.abs(diff @ _CB) + np.abs(diff @ _CR) > 0.08))
-    feats += [_uniform_share(q[changed]), _uniform_share(fitted[changed])]
-    return np.array(feats, np.float32)
+    return AlignedPair(q, fitted, warped, valid, cc, coef, mirrored)
 
 
-def _uniform_share(colours_N3: np.ndarray) -> float:
-    """The share of ``colours`` within 0.12 (per channel) of their median colour; 0 when there are fewer than 4."""
-    if len(colours_N3) < 4:
-        return 0.0
-    return float((np.abs(colours_N3 - np.median(colours_N3, 0)).max(1) < 0.12).mean())
+def pack(pair: AlignedPair, cosine: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The compact form a pair is stored and fed in: (query, fitted, warped) as uint8 H×W×3, valid H×W, and the 7
+    scalars of SCALAR_NAMES."""
+    u8 = lambda x: (x * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    scalars = np.concatenate([np.abs(pair.colour - _NO_CHANGE), [pair.ecc, pair.valid.mean(), cosine]])
+    return u8(pair.query), u8(pair.fitted), u8(pair.warped), pair.valid, scalars.astype(np.float32)
 
 
-def transform_features(f_NF: np.ndarray) -> np.ndarray:
-    """The model's input: fractions on a log scale (a 1 % change must weigh against 0 %, not against 30 %), and the
-    colour coefficients as their distance from "no change"."""
-    f = f_NF.astype(np.float32).copy()
-    f[:, :36] = np.log(f[:, :36] + 1e-3)
-    f[:, 40:44] = np.abs(f[:, 40:44] - _NO_CHANGE)
-    return f
+def network_input(query_NHW3: np.ndarray, fitted_NHW3: np.ndarray, warped_NHW3: np.ndarray, valid_NHW: np.ndarray):
+    """The CNN's image input (N, IMAGE_CHANNELS, H, W) from uint8 pictures and the bool mask; pixels outside the
+    mask are zero in every channel, so the net never judges the fill colour of a rotation or a crop."""
+    import torch
+
+    def chw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255
+
+    v = torch.from_numpy(np.ascontiguousarray(valid_NHW)).float()[:, None]
+    q, f, w = chw(query_NHW3) * v, chw(fitted_NHW3) * v, chw(warped_NHW3) * v
+    return torch.cat([q, f, w, (q - f).abs().amax(1, keepdim=True), v], 1)
 
 
-# the sign each weight may take: more unexplained change, or a bigger colour change, never makes a pair *more* of a
-# copy (-1); a better alignment, more overlap or a closer embedding never makes it less of one (+1); 0: free
-SIGNS = np.array([-1.0] * 36 + [1.0, 1.0, 0.0, 1.0] + [-1.0] * 4 + [0.0, 0.0], np.float32)
+def _net_class():
+    import torch
+    from torch import nn
+
+    class VerifierNet(nn.Module):
+        """Five 3×3 convolutions (two with stride 2: 48 -> 12 px), global max and mean pooling — where the change is
+        matters less than whether any of it is unexplained — then two linear layers with the seven scalars."""
+
+        def __init__(self, widths: tuple[int, int, int, int] = (16, 24, 32, 48)):
+            super().__init__()
+            c1, c2, c3, c4 = widths
+            self.convs = nn.ModuleList([nn.Conv2d(IMAGE_CHANNELS, c1, 3, padding=1),
+                                        nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.Conv2d(c2, c3, 3, padding=1),
+                                        nn.Conv2d(c3, c4, 3, stride=2, padding=1), nn.Conv2d(c4, c4, 3, padding=1)])
+            self.head = nn.Sequential(nn.Linear(2 * c4 + len(SCALAR_NAMES), 32), nn.ReLU(), nn.Linear(32, 1))
+            self.register_buffer("scalar_mean", torch.zeros(len(SCALAR_NAMES)))
+            self.register_buffer("scalar_std", torch.ones(len(SCALAR_NAMES)))
+
+        def forward(self, image: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+            x = image
+            for conv in self.convs:
+                x = torch.relu(conv(x))
+            s = (scalars - self.scalar_mean) / self.scalar_std
+            return self.head(torch.cat([x.amax((2, 3)), x.mean((2, 3)), s], 1))[:, 0]  # N logits
+
+    return VerifierNet
+
+
+def make_net():
+    """A fresh, untrained ``VerifierNet``."""
+    return _net_class()()
 
 
 @dataclass(frozen=True)
 class Verifier:
-    """Logistic regression: P(copy) = sigmoid(w · ((transform_features(x) - mean) / std) + b).
+    """The trained CNN, in eval mode on the CPU: P(copy) for packed pairs (see :func:`pack`)."""
 
-    Deliberately linear and sign-constrained (``SIGNS``), so monotone: more unexplained change never makes a pair
-    *more* of a copy. That is what lets it extrapolate — to the tail of hard negatives a high-precision operating
-    point is about, and to pictures unlike the emoji it was trained on — where an MLP or an unconstrained fit on the
-    same pairs ranked worse (see the docstring of dejavu_train.py).
-    """
+    net: object  # VerifierNet
 
-    mean: np.ndarray  # F
-    std: np.ndarray  # F
-    w: np.ndarray  # F
-    b: float
+    def logit(self, packed: list[tuple]) -> np.ndarray:
+        """The mean logit of each pair and of its mirror image: the net was trained on both, and averaging the two
+        views steadies the tail a high-precision threshold lives in (recall at precision 0.99 on the benchmark's
+        calibration half: 0.77 from one view, 0.86 from both)."""
+        import torch
 
-    def logit(self, f_NF: np.ndarray) -> np.ndarray:
-        return ((transform_features(f_NF) - self.mean) / self.std) @ self.w + self.b  # N
+        q, f, w, v, s = (np.stack(x) for x in zip(*packed))
+        with torch.inference_mode():
+            image, scalars = network_input(q, f, w, v), torch.from_numpy(s)
+            return ((self.net(image, scalars) + self.net(image.flip(3), scalars)) / 2).double().numpy()
 
-    def probability(self, f_NF: np.ndarray) -> np.ndarray:
-        return 0.5 * (1 + np.tanh(0.5 * self.logit(f_NF).astype(np.float64)))  # N; the sigmoid, without overflow
+    def probability(self, packed: list[tuple]) -> np.ndarray:
+        return 0.5 * (1 + np.tanh(0.5 * self.logit(packed)))  # the sigmoid, without overflow
 
 
-def save_verifier(path: Path, v: Verifier, metadata: dict[str, str]) -> None:
+def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[float],
+           verifier: Verifier | None = None) -> np.ndarray:
+    """P(copy) of the candidate against each original thumbnail (with its embedding cosine)."""
+    packed = [pack(align_pair(query_thumb, o), c) for o, c in zip(originals, cosines)]
+    return (verifier or load_verifier()).probability(packed) if packed else np.zeros(0)
+
+
+def save_verifier(path: Path, net, metadata: dict[str, str]) -> None:
     import os
 
-    from safetensors.numpy import save_file
+    from safetensors.torch import save_file
 
     tmp = path.with_suffix(".tmp")
-    save_file({"mean": v.mean, "std": v.std, "w": v.w, "b": np.array([v.b], np.float32)}, str(tmp),
-              metadata={"version": VERIFIER_VERSION, "features": ",".join(FEATURE_NAMES), **metadata})
+    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata={"version": VERIFIER_VERSION, "scalars": ",".join(SCALAR_NAMES), **metadata})
     tmp.chmod(0o644)  # a package asset: readable by every user
     os.replace(tmp, path)
 
@@ -234,45 +249,16 @@ def load_verifier(path: Path = VERIFIER_FILE) -> Verifier:
     if path == VERIFIER_FILE and _VERIFIER is not None:
         return _VERIFIER
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
-    with safe_open(str(path), "numpy") as f:
-        meta = f.metadata() or {}
-        if meta.get("version") != VERIFIER_VERSION:
-            raise ValueError(f"{path} is verifier {meta.get('version')!r}, this code needs {VERIFIER_VERSION!r}: "
-                             "retrain it with `python -m incasa.data.dejavu_train`")
-        t = {k: f.get_tensor(k) for k in f.keys()}
-    v = Verifier(t["mean"], t["std"], t["w"], float(t["b"][0]))
+    with safe_open(str(path), "pt") as f:
+        version = (f.metadata() or {}).get("version")
+    if version != VERIFIER_VERSION:
+        raise ValueError(f"{path} is verifier {version!r}, this code needs {VERIFIER_VERSION!r}: "
+                         "retrain it with `python -m incasa.data.dejavu_train`")
+    net = make_net()
+    net.load_state_dict(load_file(str(path)))
+    v = Verifier(net.eval())
     if path == VERIFIER_FILE:
         _VERIFIER = v
     return v
-
-
-def fit_verifier(f_NF: np.ndarray, y_N: np.ndarray, l2: float = 1.0) -> Verifier:
-    """Fit the logistic regression on (pair features, 1 = copy / 0 = not a copy): full-batch L-BFGS on the mean
-    log-loss + l2 / (2 N) · |w|² (scikit-learn's C = 1 / l2), deterministic."""
-    import torch
-
-    x = transform_features(f_NF).astype(np.float64)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    xt = torch.from_numpy((x - mean) / std)
-    yt = torch.from_numpy(y_N.astype(np.float64))
-    signs = torch.from_numpy(SIGNS.astype(np.float64))
-    u = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([u, b], max_iter=1000, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
-
-    def weights() -> torch.Tensor:  # sign-constrained weights: signs * softplus(u), or u where the sign is free
-        return torch.where(signs == 0, u, signs * torch.nn.functional.softplus(u))
-
-    def closure():
-        opt.zero_grad()
-        w = weights()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt)
-        loss = loss + l2 / (2 * len(yt)) * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return Verifier(mean.astype(np.float32), std.astype(np.float32), weights().detach().numpy().astype(np.float32),
-                    float(b.detach()))

@@ -65,8 +65,8 @@ def test_a_skin_tone_sibling_is_not_a_copy(index):
     for skin in ("medium", "dark"):
         d = dejavu.describe(figure(skin, 1))
         scored = index.verified(d, cfg)
-        assert scored and scored[0][0] == "orig0"  # the embedding does find the sibling...
-        assert scored[0][2] < cfg.verify_threshold, (skin, scored[0])  # ...and the verifier turns it down
+        assert "orig0" in [key for key, _, _ in scored]  # the embedding does find the sibling...
+        assert all(p < cfg.verify_threshold for _, _, p in scored), (skin, scored)  # ...and the verifier turns it down
         assert index.find("other-sha", d, cfg) is None
 
 
@@ -123,24 +123,41 @@ def test_alignment_undoes_a_crop_and_the_colour_fit_undoes_jitter():
     assert np.abs(fitted - darker).max() < 0.01 and abs(coef[0] - 0.8) < 0.05 and abs(coef[3] - 0.05) < 0.03
 
 
-def test_pair_features_see_a_recoloured_region_that_a_copy_lacks():
+def test_the_aligned_pair_shows_a_recoloured_region_that_a_copy_lacks():
     light, medium = dejavu.thumbnail(figure("light", 4)), dejavu.thumbnail(figure("medium", 4))
-    f_copy = dv.pair_features(light, light, 1.0, False)
-    f_sibling = dv.pair_features(medium, light, 0.99, False)
-    chroma = [dv.FEATURE_NAMES.index(f"fit:chroma>0.04@{where}") for where in ("flat", "edge")]
-    assert f_copy.shape == (dv.NUM_FEATURES,) and f_copy[chroma].sum() == 0
-    assert f_sibling[chroma].sum() > 0.05  # the recoloured face and hands: colour no global change explains
-    p = dv.load_verifier().probability(np.stack([f_copy, f_sibling]))
-    assert p[0] > 0.9 and p[1] < 0.05
+    copy, sibling = dv.align_pair(light, light), dv.align_pair(medium, light)
+    diff = lambda a: np.abs(a.query - a.fitted).max(-1)[a.valid]  # noqa: E731
+    assert copy.ecc > 0.999 and copy.valid.mean() > 0.9 and diff(copy).max() < 0.02
+    assert (diff(sibling) > 0.08).mean() > 0.03  # the face and hands: colour no global change explains
+    p = dv.verify(light, [light, light], [1.0, 0.99])
+    q = dv.verify(medium, [light], [0.99])
+    assert p.shape == (2,) and p.min() > 0.9 and q[0] < 0.1
 
 
-def test_the_verifier_is_monotone_in_unexplained_change():
+def test_a_mirrored_copy_is_aligned_against_the_mirrored_original_and_rotation_corners_are_masked():
+    im = figure("light", 6)
+    o = dejavu.thumbnail(im)
+    mirrored = dv.align_pair(dejavu.thumbnail(TRANSFORMS["flip"](im, random.Random(0))), o)
+    assert mirrored.mirrored and mirrored.ecc > 0.99
+    rotated = dv.align_pair(dejavu.thumbnail(im.rotate(10, resample=Image.BILINEAR, fillcolor=(255, 0, 255))), o)
+    assert not rotated.mirrored and rotated.ecc > 0.9
+    # the magenta fill in the corners is outside the warped original: masked, so never judged as a change
+    assert not rotated.valid[0, 0] and not rotated.valid[-1, -1] and rotated.valid.mean() > 0.7
+    image = dv.network_input(*(np.stack([x]) for x in dv.pack(rotated, 1.0)[:4]))
+    assert image.shape == (1, dv.IMAGE_CHANNELS, dejavu.THUMB, dejavu.THUMB)
+    assert float(image[0, :, 0, 0].abs().sum()) == 0.0  # outside the mask every channel is zero
+
+
+def test_the_shipped_verifier_loads_and_a_wrong_version_is_refused(tmp_path):
     v = dv.load_verifier()
-    assert np.all(v.w * dv.SIGNS >= 0)  # the sign constraints hold in the shipped weights
-    f = dv.pair_features(dejavu.thumbnail(figure("light", 4)), dejavu.thumbnail(figure("light", 4)), 1.0, False)
-    worse = f.copy()
-    worse[:36] += 0.05  # 5 % more pixels left unexplained at every threshold
-    assert v.logit(worse[None])[0] < v.logit(f[None])[0]
+    assert sum(p.numel() for p in v.net.parameters()) < 250_000  # a small file (< 1 MB)
+    net = dv.make_net()
+    bad = tmp_path / "v.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: t.contiguous() for k, t in net.state_dict().items()}, str(bad), metadata={"version": "ecc48-lr-v7"})
+    with pytest.raises(ValueError, match="retrain it"):
+        dv.load_verifier(bad)
 
 
 def test_row_fields_round_trip_through_from_row():
