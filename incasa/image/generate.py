@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,8 +249,8 @@ def save_images(images: list[Image.Image], params: list[dict], out: Path, *, key
                                      model_version=p["model_hash"], parameters=p, ingredient=ingredient,
                                      keys_dir=keys)
         path = out / f"{stem}_seed{p['seed']}.png"
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        tmp = out / f".{path.name}.{uuid.uuid4().hex}.tmp"  # not mkstemp: its 0600 mode would stick to the image
+        with open(tmp, "xb") as f:
             f.write(data)
         os.replace(tmp, path)
         paths.append(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -22,8 +22,9 @@ from safetensors.torch import load_file, save_file
 def save_file_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    # a fresh unique name, not mkstemp: mkstemp's file is 0600, and replacing the checkpoint with it would make
+    # shipped weights unreadable to other users; a file save_file creates gets the usual mode (umask)
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(tensors, tmp, metadata={"incasa": json.dumps(metadata)})

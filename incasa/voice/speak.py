@@ -154,15 +154,15 @@ def audio_format(path: str | Path) -> tuple[str, str]:
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write atomically (temp file + rename) in the format the extension names."""
     import os
-    import tempfile
+    import uuid
 
     import soundfile as sf
 
     fmt, subtype = audio_format(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    # a unique name soundfile creates (so the file gets the usual mode), not mkstemp's 0600 file
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))
     try:
         sf.write(tmp, np.clip(audio, -1, 1), sample_rate, format=fmt, subtype=subtype)
         os.replace(tmp, path)

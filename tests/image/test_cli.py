@@ -1,6 +1,7 @@
 """The CLI's happy path and every bad input the foundation issue names: one clear line and exit code 2."""
 
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -23,6 +24,10 @@ def test_generate_writes_pngs_with_parameters(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     files = sorted((tmp_path / "out").glob("*.png"))
     assert sorted(f.name for f in files) == sorted(f"a-red-square_seed{s}.png" for s in (7, 8, 9))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f.name for f in files]  # no temp files left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in files)  # the usual mode, not mkstemp's 0600
     img = Image.open(files[0])
     assert img.size == (512, 512)
     assert img.text["parameters"].startswith("a red square\nSteps: 4, Sampler: Euler (rectified flow)")

@@ -131,3 +131,14 @@ def test_copy_synthesis_keeps_length_and_is_deterministic(tiny_checkpoint):
     assert a.shape == wav.shape and a.dtype == np.float32
     assert np.isfinite(a).all() and np.abs(a).max() <= 1.0
     np.testing.assert_array_equal(a, b)
+
+
+def test_written_audio_gets_the_usual_file_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "a.wav"
+    write_audio(path, np.zeros(1600, np.float32), 16000)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]  # no temp file left behind
