@@ -14,7 +14,7 @@ skipped, so importing the same file twice changes nothing.
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 from sqlalchemy import select
@@ -48,9 +48,8 @@ def battle_rows(sessions: sessionmaker) -> list[dict]:
 
 
 def _atomic_target(path: Path):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
+    # a unique name the writer creates (so the export gets the usual mode), not mkstemp's 0600 file
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def export_battles(sessions: sessionmaker, path: str | Path) -> int:

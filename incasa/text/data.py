@@ -33,7 +33,7 @@ import random
 import re
 import shutil
 import subprocess
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,8 +217,8 @@ def build_corpus(out: str | Path, cache_dir: str | Path, *, python_max_chars: in
 
 
 def write_jsonl(path: Path, docs: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not mkstemp: its 0600 would stick
+    with open(tmp, "x", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
