@@ -134,6 +134,22 @@ def test_the_aligned_pair_shows_a_recoloured_region_that_a_copy_lacks():
     assert p.shape == (2,) and p.min() > 0.9 and q[0] < 0.1
 
 
+def test_a_rival_that_fits_as_well_discounts_a_candidate_and_twins_are_no_rivals():
+    w, floor = dv.RIVAL_WEIGHT, dv.RIVAL_FLOOR
+    # two siblings that both look like copies (an unindexed skin tone): neither gains anything over the other
+    assert np.allclose(dv.explain_away(np.array([3.0, 3.0])), [3.0, 3.0])
+    # a copy that fits its original far better than the runner-up gains, the runner-up loses; the order is kept
+    out = dv.explain_away(np.array([3.0, -1.0]))
+    assert np.allclose(out, [3.0 + w * 4.0, -1.0 - w * 4.0]) and out[0] > out[1]
+    # a lone candidate is compared with the floor; rivals below the floor count as the floor
+    assert np.allclose(dv.explain_away(np.array([1.0])), [1.0 + w * (1.0 - floor)])
+    assert np.allclose(dv.explain_away(np.array([1.0, -50.0]))[0], 1.0 + w * (1.0 - floor))
+    # a pixel-identical twin of the best candidate is the same picture, not a rival
+    same = np.array([[True, True, False], [True, True, False], [False, False, True]])
+    assert np.allclose(dv.explain_away(np.array([3.0, 3.0, 0.0]), same)[:2], 3.0 + w * 3.0)
+    assert len(dv.explain_away(np.zeros(0))) == 0
+
+
 def test_a_mirrored_copy_is_aligned_against_the_mirrored_original_and_rotation_corners_are_masked():
     im = figure("light", 6)
     o = dejavu.thumbnail(im)
