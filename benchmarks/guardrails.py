@@ -26,8 +26,10 @@ Sets:
 - fresh4_eval.jsonl (fourth fresh set, 470 prompts: per language 8 per hard category, 20 shared-word and 10
   ordinary benign): written by a separate author who never read the prompt data, lexicons or classifier, kept
   sealed outside the repository (sha256 promptset.FRESH4_SHA256) while the fourth round was made, and scored
-  once, with `--extra-eval`, after the fourth round was finished. The cleanest test we have; from now on it is
-  seen, too;
+  once, with `--extra-eval`, after the fourth round was finished; from now on it is seen, too;
+- fresh5_eval.jsonl (fifth fresh set, 520 prompts: per language 8 per hard category, 30 shared-word and 10
+  ordinary benign, with extra breadth in election/news and deepfakes): written and sealed the same way while the
+  fifth round was made (promptset.FRESH5_SHA256), scored once after it; the cleanest test we have;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -60,7 +62,8 @@ from incasa.safety.classifier import load_model
 from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
-from incasa.safety.promptset import DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, LANGUAGES, load_prompt_set
+from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
+                                    LANGUAGES, load_prompt_set)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh2 = load_frozen(DATA_DIR / "fresh2_eval.jsonl", FRESH2_SHA256, "fresh2_eval.jsonl")
     fresh3 = load_frozen(DATA_DIR / "fresh3_eval.jsonl", FRESH3_SHA256, "fresh3_eval.jsonl")
     fresh4 = load_frozen(DATA_DIR / "fresh4_eval.jsonl", FRESH4_SHA256, "fresh4_eval.jsonl")
+    fresh5 = load_frozen(DATA_DIR / "fresh5_eval.jsonl", FRESH5_SHA256, "fresh5_eval.jsonl")
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -208,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         "fresh4": evaluate(fresh4, full),
         "fresh4_lexicon_only": evaluate(fresh4, lexicon_only),
         "fresh4_classifier_only": evaluate(fresh4, classifier_only),
+        "fresh5": evaluate(fresh5, full),
+        "fresh5_lexicon_only": evaluate(fresh5, lexicon_only),
+        "fresh5_classifier_only": evaluate(fresh5, classifier_only),
     }
     if extra is not None:
         results["extra"] = evaluate(extra, full)
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", *(("extra",) if extra is not None else ()))
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
         counts = result["red_team_counts"]
@@ -258,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", *(("extra",) if extra is not None else ())):
+    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5",
+                 *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
             name,
@@ -310,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         "fresh2_sha256": FRESH2_SHA256,
         "fresh3_sha256": FRESH3_SHA256,
         "fresh4_sha256": FRESH4_SHA256,
+        "fresh5_sha256": FRESH5_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,
