@@ -113,26 +113,26 @@ _CR = np.array([0.5, -0.4187, -0.0813], np.float32)
 _CELL_I, _CELL_J = np.indices((32, 32)) // 8
 
 
-def small_rgb(image: Image.Image) -> np.ndarray:
-    """The image flattened onto white and box-filtered to 32×32, as float32 in [0, 1]: the input of every descriptor."""
+def _on_white(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency flattened onto white (as the emoji are drawn)."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         image = canvas
-    return np.asarray(image.convert("RGB").resize((32, 32), Image.BOX), dtype=np.float32) / 255.0  # 32,32,3
+    return image.convert("RGB")
+
+
+def small_rgb(image: Image.Image) -> np.ndarray:
+    """The image flattened onto white and box-filtered to 32×32, as float32 in [0, 1]: the input of every descriptor."""
+    return np.asarray(_on_white(image).resize((32, 32), Image.BOX), dtype=np.float32) / 255.0  # 32,32,3
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:
     """The verification thumbnail: the image flattened onto white, resized to 48×48, uint8 RGB (6.9 kB)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        image = canvas
+    image = _on_white(image)
     # bilinear (antialiased when shrinking) rather than box: a small copy scaled up must not turn blocky
-    return np.asarray(image.convert("RGB").resize((THUMB, THUMB), Image.BILINEAR, reducing_gap=2.0),
-                      dtype=np.uint8)  # 48,48,3
+    return np.asarray(image.resize((THUMB, THUMB), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)  # 48,48,3
 
 
 def phash(rgb_32: np.ndarray) -> int:
