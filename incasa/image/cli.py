@@ -46,6 +46,19 @@ def generate(
                                                            "--onnx-dir (text encoder and sampler stay in PyTorch)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx-dir", help="Folder from `incasa export onnx` of the same "
                                                                      "checkpoint (with --backend onnx)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Precision of the DiT: float32 (exact), bfloat16 or "
+                                                        "float16 (half the memory; built block by block).",
+                              rich_help_panel="Large models (GPU)"),
+    fp8: Optional[str] = typer.Option(None, "--fp8", help="row or tensor: float8 weights on the blocks' linears "
+                                                         "(torchao; CUDA GPU of compute capability 8.9+).",
+                                      rich_help_panel="Large models (GPU)"),
+    compile_blocks: bool = typer.Option(False, "--compile", help="torch.compile each repeated block (regional "
+                                                                 "compile): faster sampling after a slow first call.",
+                                        rich_help_panel="Large models (GPU)"),
+    max_memory_gb: Optional[float] = typer.Option(None, "--max-memory-gb", help="Refuse to use more than this much "
+                                                  "GPU memory (e.g. 12).", rich_help_panel="Large models (GPU)"),
+    offload_text_encoder: bool = typer.Option(False, "--offload-text-encoder", help="Keep the text encoder on the "
+                                              "CPU.", rich_help_panel="Large models (GPU)"),
 ) -> None:
     """Generate N variants of a prompt as PNGs that carry their generation parameters, an invisible watermark and
     signed C2PA content credentials. Prompts are checked against the safety policy first (refusal: exit code 3)."""
@@ -68,6 +81,14 @@ def generate(
     if backend not in ("torch", "onnx") or (backend == "onnx") != (onnx_dir is not None):
         fail(f"--backend must be torch, or onnx together with --onnx-dir; got --backend {backend}"
              + (f" --onnx-dir {onnx_dir}" if onnx_dir else ""))
+    if dtype not in ("float32", "bfloat16", "float16"):
+        fail(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
+    if fp8 is not None and fp8 not in ("row", "tensor"):
+        fail(f"--fp8 must be row or tensor, got {fp8}")
+    if max_memory_gb is not None and max_memory_gb <= 0:
+        fail(f"--max-memory-gb must be positive, got {max_memory_gb}")
+    if backend == "onnx" and (fp8 or dtype != "float32" or compile_blocks):
+        fail("--dtype, --fp8 and --compile apply to the PyTorch backend, not to --backend onnx")
     try:
         rules = guard.load_policy(None)
         decision = guard.check_prompt(prompt, rules)
@@ -82,7 +103,9 @@ def generate(
         gen.check_writable(out)
         init = gen.read_image(init_image, "--init-image") if init_image else None
         mask_img = gen.read_image(mask, "--mask", keep_alpha=True) if mask else None
-        pipe = gen.load_pipeline(gen.DEFAULT_FAST_CHECKPOINT if fast else checkpoint, device=device)
+        pipe = gen.load_pipeline(gen.DEFAULT_FAST_CHECKPOINT if fast else checkpoint, device=device, dtype=dtype,
+                                 fp8=fp8, compile=compile_blocks, max_memory_gb=max_memory_gb,
+                                 offload_text_encoder=offload_text_encoder)
         images, params = gen.generate_images(prompt, n=n, seed=seed, steps=steps, guidance=guidance, pipeline=pipe,
                                              init_image=init, strength=strength if init is not None and mask is None else 1.0,
                                              mask=mask_img, return_params=True, backend=backend,
@@ -101,6 +124,10 @@ def train_image(
     out: Path = typer.Option(..., "--out", help="Run folder; re-running with the same folder resumes."),
     preset: str = typer.Option("small", "--preset", help="DiT size: tiny, small, medium, base, 1b, 8b."),
     text_encoder: str = typer.Option("minilm", "--text-encoder", help="minilm (default), hf:/local/dir, or hash."),
+    autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="model.safetensors of `incasa train "
+                                               "autoencoder`: train in its latent space (needed by the 1b and 8b "
+                                               "presets; optional for the others). Its weights go into the "
+                                               "checkpoint."),
     steps: int = typer.Option(20000, "--steps", help="Optimizer steps in total."),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate (warmup, then cosine)."),
@@ -124,7 +151,8 @@ def train_image(
         fail("--steps and --batch-size must be positive")
     if max_minutes < 0:
         fail("--max-minutes must be >= 0")
-    cfg = TrainConfig(data=str(data), out=str(out), preset=preset, text_encoder=text_encoder, steps=steps,
+    cfg = TrainConfig(data=str(data), out=str(out), preset=preset, text_encoder=text_encoder,
+                      autoencoder=str(autoencoder or ""), steps=steps,
                       batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay, cfg_dropout=cfg_dropout,
                       styles=styles, groups=groups, sample_every=sample_every, ckpt_every=ckpt_every, seed=seed,
                       device=device, max_seconds=max_minutes * 60)

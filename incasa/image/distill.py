@@ -52,6 +52,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from incasa import __version__
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import T_MIN, sample, time_shift, velocity
+from incasa.image.latent import refuse_latent
 from incasa.image.text_encoder import load_text_encoder
 from incasa.image.train import _device, cached_caption_features, gather_cond, save_grid
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
@@ -120,6 +121,7 @@ def load_teacher(path: str | Path, device: torch.device) -> tuple[DiT, dict, str
     if meta.get("kind") != "incasa-image-dit" or "optim_param_groups" in meta:
         raise ValueError(f"{path} is not an exported incasa image checkpoint (a model.safetensors from "
                          f"`incasa train image`)")
+    refuse_latent(meta, "distillation")
     model = DiT(DiTConfig(**meta["dit"]))
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval().requires_grad_(False), meta, hashlib.sha256(path.read_bytes()).hexdigest()[:10]

@@ -42,6 +42,7 @@ from PIL import Image
 
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import T_MIN
+from incasa.image.latent import refuse_latent
 from incasa.image.onnx_backend import atomic_dir, finish_dir
 
 try:  # the Diffusers classes need the `export` extra; the rest of incasa does not
@@ -228,6 +229,7 @@ def export_diffusers(checkpoint: str | Path | None, out: str | Path) -> Path:
     from incasa.image.generate import load_pipeline
 
     pipe = load_pipeline(checkpoint, device="cpu")
+    refuse_latent(pipe.meta, "the Diffusers export")
     if pipe.meta["text_encoder"] != "minilm":
         raise ValueError(f"the Diffusers export supports the default text encoder 'minilm'; this checkpoint uses "
                          f"{pipe.meta['text_encoder']!r}")

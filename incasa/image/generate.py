@@ -9,6 +9,11 @@ style, fully transparent) and keeps the rest of the init image pixel for pixel. 
 their parameters twice: a `parameters` text chunk in AUTOMATIC1111's infotext form (readable by the tools people
 already use) and an `incasa` chunk with the same facts as JSON.
 
+Latent checkpoints (the 1b / 8b presets, trained with --autoencoder) carry their autoencoder: sampling runs in its
+latent space and `Pipeline.decode` turns the result into pixels (incasa/image/latent.py). For large models on a GPU,
+`load_pipeline` applies incasa/image/scale.py's treatments on request: bf16 or FP8 weights built block by block, a
+memory cap, regional compile, the fastest attention kernel, the text encoder kept on the CPU.
+
 Delivery (`save_images`): the model's 64x64 picture is upscaled (Lanczos) to 512x512 or to the init image's size,
 carries an invisible watermark (model + key id, incasa/safety/watermark.py) and a signed C2PA manifest
 (incasa/safety/provenance.py; a local development key chain is created on first use). `generate_images` itself
@@ -17,6 +22,7 @@ returns the model-size images, for callers that do their own delivery (the arena
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,10 +35,12 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from incasa import __version__
+from incasa.image.autoencoder import Autoencoder
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import sample
+from incasa.image.latent import PREFIX, latent_mask, sample_size, split_checkpoint
 from incasa.image.text_encoder import load_text_encoder
-from incasa.train.checkpoint import read_file
+from incasa.train.checkpoint import read_file, read_metadata
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default" / "model.safetensors"
 # the same model distilled to 4 steps without guidance (incasa/image/distill.py): ~12x fewer network evaluations
@@ -43,37 +51,115 @@ MAX_INPUT_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
 
 @dataclass
 class Pipeline:
-    model: DiT
+    model: DiT  # or scale.InferenceDiT around a bf16 / FP8 one: float32 in and out either way
     encoder: object
     meta: dict
     device: torch.device
     name: str  # e.g. "incasa-emoji-small"
     weights_hash: str  # first 10 hex digits of the checkpoint's sha256 (A1111's "Model hash")
+    autoencoder: Autoencoder | None = None  # latent checkpoints (1b, 8b): pixels <-> what the DiT draws
+    sdpa_backend: object | None = None  # the fastest attention kernel measured at load (CUDA), else the default
 
     @property
     def size(self) -> tuple[int, int]:
+        """What the DiT draws: the picture for pixel checkpoints, the latent for latent ones."""
+        return sample_size(self.meta)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The picture in pixels (before delivery's upscale)."""
         h, w = self.meta["image_size"]
         return int(h), int(w)
 
+    def encode(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] -> the DiT's space (identity for pixel checkpoints)."""
+        return x_BCHW if self.autoencoder is None else self.autoencoder.encode(x_BCHW)
 
-def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto") -> Pipeline:
+    def decode(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        """The DiT's space -> pixels in [-1, 1] (identity for pixel checkpoints)."""
+        return x_BCHW if self.autoencoder is None else self.autoencoder.decode(x_BCHW).clamp(-1, 1)
+
+    def attention(self):
+        """Context for sampling: the measured fastest SDPA kernel, if one was chosen."""
+        if self.sdpa_backend is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import sdpa_kernel
+
+        return sdpa_kernel([self.sdpa_backend])
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto", *, dtype: str = "float32",
+                  fp8: str | None = None, compile: bool = False, max_memory_gb: float | None = None,
+                  offload_text_encoder: bool = False) -> Pipeline:
+    """A checkpoint ready to sample. The defaults load it whole in float32 (exact, and what tests compare).
+
+    The options are incasa/image/scale.py's treatments for large presets on a GPU:
+      dtype                 "bfloat16" / "float16": the DiT in that precision, built block by block (load_dit)
+      fp8                   "row" / "tensor": torchao float8 weights on the blocks' linears (CUDA, compute 8.9+)
+      compile               regional torch.compile of the repeated blocks (first call pays the compile)
+      max_memory_gb         cap this process's share of the GPU, so "fits in 12 GB" is enforced
+      offload_text_encoder  keep the text encoder on the CPU (its features cross once per prompt)
+    On CUDA with any of these, the fastest working SDPA kernel for the model's shapes is chosen once.
+    """
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    tensors, meta = read_file(path)
+    meta = read_metadata(path)
     if meta.get("kind") != "incasa-image-dit":
         raise ValueError(f"{path} is not an incasa image checkpoint (kind={meta.get('kind')!r})")
     if "optim_param_groups" in meta:
         raise ValueError(f"{path} is a resumable training state; generate from {path.parent / 'model.safetensors'}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    model = DiT(DiTConfig(**meta["dit"]))
-    try:
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from None
-    model.to(dev).eval()
-    encoder = load_text_encoder(meta["text_encoder"]).to(dev)
+    if (fp8 or max_memory_gb) and dev.type != "cuda":
+        raise ValueError(f"{'--fp8' if fp8 else '--max-memory-gb'} needs a CUDA GPU; the device is {dev}")
+    cfg = DiTConfig(**meta["dit"])
+    scaled = fp8 is not None or dtype != "float32"
+    if max_memory_gb:
+        from incasa.image.scale import cap_memory
+
+        cap_memory(max_memory_gb, dev)
+    if scaled:  # piece by piece from the file: never the whole float32 model in memory
+        from incasa.image.scale import InferenceDiT, load_dit
+
+        autoencoder = split_checkpoint(_autoencoder_tensors(path), meta)[1]
+        model = InferenceDiT(load_dit(cfg, weights=path, device=dev, dtype=DTYPES[dtype], fp8=fp8), DTYPES[dtype])
+    else:
+        tensors, meta = read_file(path)
+        dit_tensors, autoencoder = split_checkpoint(tensors, meta)
+        model = DiT(cfg)
+        try:
+            model.load_state_dict({k: v.float() for k, v in dit_tensors.items()})
+        except RuntimeError as e:
+            raise ValueError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from None
+        model.to(dev).eval()
+    if compile:
+        from incasa.image.scale import compile_blocks
+
+        compile_blocks(model.model if scaled else model)
+    encoder = load_text_encoder(meta["text_encoder"]).to("cpu" if offload_text_encoder else dev)
+    backend = None
+    if dev.type == "cuda" and (scaled or compile):
+        from incasa.image.scale import fastest_sdpa_backend
+
+        h, w = sample_size(meta)
+        seq = (h // cfg.patch_size) * (w // cfg.patch_size) + 32  # image tokens + a typical prompt
+        backend, _ = fastest_sdpa_backend(10, cfg.num_heads, seq, cfg.width // cfg.num_heads, device=dev,
+                                          dtype=DTYPES[dtype] if dtype != "float32" else torch.bfloat16)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
     name = meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
-    return Pipeline(model, encoder, meta, dev, name, digest)
+    return Pipeline(model, encoder, meta, dev, name, digest,
+                    autoencoder.to(dev) if autoencoder is not None else None, backend)
+
+
+def _autoencoder_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Only the autoencoder's tensors of a checkpoint (the DiT's are read piece by piece by load_dit)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIX)}
 
 
 def sampler_defaults(meta: dict, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
@@ -144,7 +230,7 @@ def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int | None
     steps, guidance = sampler_defaults(pipe.meta, steps, guidance)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    dev, (H, W) = pipe.device, pipe.size
+    dev, (H, W), (Hp, Wp) = pipe.device, pipe.size, pipe.image_size
     model = pipe.model
     if backend == "onnx":
         from incasa.image.onnx_backend import load_onnx_dit
@@ -154,15 +240,20 @@ def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int | None
     noise = torch.cat([torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
     cond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([prompt]).items()}
     uncond = {k: v.expand(n, *v.shape[1:]).to(dev) for k, v in pipe.encoder.encode([""]).items()}
-    init = to_tensor(init_image, (H, W)).expand(n, -1, -1, -1).to(dev) if init_image is not None else None
-    m = mask_to_tensor(mask, (H, W)).to(dev) if mask is not None else None
-    x = sample(model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
-               strength=strength if m is None else 1.0, mask=m)
-    if m is not None:  # paste back only the repainted region; the rest is the init image, untouched
-        x = m * x + (1 - m) * init
+    # pixels for the final paste; the DiT's space (latents, for latent checkpoints) for sampling
+    init_px = to_tensor(init_image, (Hp, Wp)).expand(n, -1, -1, -1).to(dev) if init_image is not None else None
+    m_px = mask_to_tensor(mask, (Hp, Wp)).to(dev) if mask is not None else None
+    init = pipe.encode(init_px) if init_px is not None else None
+    m = latent_mask(m_px, Hp // H) if m_px is not None else None
+    with pipe.attention():
+        x = sample(model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
+                   strength=strength if m is None else 1.0, mask=m)
+    x = pipe.decode(x)
+    if m_px is not None:  # paste back only the repainted region; the rest is the init image, untouched
+        x = m_px * x + (1 - m_px) * init_px
     images = [to_pil(xi) for xi in x]
     mode = "inpaint" if m is not None else ("img2img" if init is not None else "txt2img")
-    params = [{"prompt": prompt, "seed": seed + i, "steps": steps, "guidance": guidance, "size": f"{W}x{H}",
+    params = [{"prompt": prompt, "seed": seed + i, "steps": steps, "guidance": guidance, "size": f"{Wp}x{Hp}",
                "sampler": "Euler (rectified flow)", "model": pipe.name, "model_hash": pipe.weights_hash,
                "mode": mode, "strength": strength if mode == "img2img" else None, "incasa_version": __version__}
               for i in range(n)]

@@ -17,6 +17,7 @@ alone would cost 4.3 GB of a 12 GB card. GPU.md measured this treatment on a FLU
 five 1024^2 variants, 28 steps.
 
 Then:
+  InferenceDiT          float32 in and out for the sampler, bf16 / FP8 inside
   compile_blocks        torch.compile each repeated block (regional compile): identical blocks share one graph, so
                         warm-up costs two blocks, not forty, and the rest of the model stays eager
   fastest_sdpa_backend  time each scaled-dot-product-attention kernel on the model's real shapes and keep the
@@ -143,6 +144,26 @@ def load_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device: str |
         if on_piece is not None:
             on_piece(prefix)
     return model.eval().requires_grad_(False)
+
+
+class InferenceDiT(nn.Module):
+    """The sampler's view of a reduced-precision DiT: float32 in and out, `dtype` inside.
+
+    flow.sample integrates in float32 (25 Euler steps in bf16 would round the picture away); this wrapper casts x,
+    t and the text features to the model's dtype on the way in and the prediction back to float32 on the way out.
+    A text mask with every token real becomes None, which lets SDPA use its flash kernels (they take no mask): the
+    variants of one prompt without guidance, or any batch whose prompts tokenize to the same length.
+    """
+
+    def __init__(self, model: DiT, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype, self.cfg = model, dtype, model.cfg
+
+    def forward(self, x_BCHW, t_B, txt_BLE, txt_mask_BL, pooled_BE):
+        if txt_mask_BL is not None and bool(txt_mask_BL.all()):
+            txt_mask_BL = None
+        d = self.dtype
+        return self.model(x_BCHW.to(d), t_B.to(d), txt_BLE.to(d), txt_mask_BL, pooled_BE.to(d)).float()
 
 
 def compile_blocks(model: DiT, **compile_kwargs) -> DiT:

@@ -1,6 +1,7 @@
 """Training the text-to-image DiT with rectified flow: one visible loop, top to bottom.
 
-setup   load the emoji split into memory, pre-compute every caption's text features once (the encoder is frozen),
+setup   load the emoji split into memory, pre-compute every caption's text features once (the encoder is frozen);
+        with --autoencoder (the 1b / 8b presets) encode every image once into its latents (incasa/image/latent.py);
         build the DiT, its EMA copy, AdamW, and resume from out/train_state.safetensors if it exists
 loop    batch -> pick one caption per image (dropped to "" with prob cfg_dropout, for classifier-free guidance)
         -> rectified-flow loss -> backward -> clip -> AdamW -> EMA; log, sample a grid, checkpoint
@@ -24,12 +25,13 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from incasa import __version__
+from incasa.image import latent
 from incasa.image.data import load_split
 from incasa.image.dit import PRESETS, DiT
 from incasa.image.flow import rf_loss, sample
 from incasa.image.text_encoder import load_text_encoder
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
-                                     save_training_state, save_weights)
+                                     save_training_state)
 from incasa.train.ema import ema_decay_at, ema_update
 from incasa.train.metrics import MetricsLog, plot_curve
 from incasa.train.schedule import lr_at
@@ -41,6 +43,7 @@ class TrainConfig:
     out: str  # run folder: train_state.safetensors, model.safetensors, metrics.jsonl, samples/, curve.png
     preset: str = "small"
     text_encoder: str = "minilm"
+    autoencoder: str = ""  # model.safetensors of `incasa train autoencoder`: train in its latent space (1b, 8b)
     steps: int = 20000
     batch_size: int = 64
     lr: float = 3e-4
@@ -134,6 +137,10 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
     device = _device(cfg.device)
+    # the autoencoder first (before minutes of data loading): a wrong file, or a latent preset without one, fails now
+    ae, ae_info = latent.load_frozen(cfg.autoencoder, device) if cfg.autoencoder else (None, None)
+    if ae is None:
+        latent.model_config(PRESETS[cfg.preset], None, (0, 0))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -153,24 +160,33 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
 
-    # ---- model, EMA, optimiser
+    # ---- latent space (1b, 8b, or any preset given --autoencoder): encode every image once, keep only latents
     mcfg = PRESETS[cfg.preset]
     if mcfg.text_dim != encoder.dim:
         mcfg = type(mcfg)(**{**asdict(mcfg), "text_dim": encoder.dim})
+    pixel_size = tuple(int(s) for s in x_all.shape[-2:])
+    mcfg, (H, W) = latent.model_config(mcfg, ae_info, pixel_size)
+    if ae is not None:
+        x_all = latent.cached_latents(ae, ae_info, x_all, f"{data_version} {cfg.styles} {cfg.groups}",
+                                      out / "latents.safetensors", console)
+
+    # ---- model, EMA, optimiser
     model = DiT(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     gen = torch.Generator(device).manual_seed(cfg.seed)  # on the training device: no host round trip per draw
-    H, W = x_all.shape[-2:]
     num_tokens = (H // mcfg.patch_size) * (W // mcfg.patch_size)
     meta = {"kind": "incasa-image-dit", "incasa_version": __version__, "dit": asdict(mcfg), "preset": cfg.preset,
-            "text_encoder": encoder.spec, "image_size": [int(H), int(W)], "data_version": data_version,
+            "text_encoder": encoder.spec, "image_size": list(pixel_size), "data_version": data_version,
             "train": asdict(cfg), "num_images": len(metas)}
+    if ae is not None:
+        meta.update(sample_size=[H, W], autoencoder=ae_info)
     state_path = out / "train_state.safetensors"
     step = 0
     if state_path.exists():
         prev = read_metadata(state_path)
-        if prev["dit"] != meta["dit"] or prev["data_version"] != data_version:
+        if (prev["dit"] != meta["dit"] or prev["data_version"] != data_version
+                or prev.get("autoencoder") != meta.get("autoencoder")):
             raise ValueError(f"{state_path} was trained with another model or data; use a new --out folder")
         prev = load_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen})
         step = prev["step"]
@@ -228,15 +244,18 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
             out_of_time = cfg.max_seconds > 0 and time.time() - t0 > cfg.max_seconds
             if step % cfg.sample_every == 0 or step == cfg.steps or out_of_time:
                 gs = torch.Generator().manual_seed(1234)
-                noise = torch.randn(len(probe), 3, H, W, generator=gs).to(device)
+                noise = torch.randn(len(probe), mcfg.in_channels, H, W, generator=gs).to(device)
                 imgs = sample(ema, noise, {k: v.to(device) for k, v in probe_cond.items()},
                               {k: v.to(device) for k, v in probe_null.items()}, steps=25, guidance=4.0)
+                with torch.no_grad():
+                    imgs = ae.decode(imgs) if ae is not None else imgs
                 save_grid(imgs, out / "samples" / f"step_{step:07d}.png", ncol=8)
             if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 save_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen},
                                     metadata={**meta, "step": step})
             if out_of_time:  # a later run with the same --out resumes from here
                 break
-    save_weights(ema, out / "model.safetensors", {**meta, "step": step, "sample_prompts": probe})
+    weights = {k: v.half() for k, v in ema.state_dict().items()} | latent.checkpoint_tensors(ae)
+    save_file_atomic(weights, out / "model.safetensors", {**meta, "step": step, "sample_prompts": probe})
     plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"incasa image {cfg.preset}: rectified-flow loss")
     return {"step": step, "losses": [float(v) for v in losses], "out": str(out)}

@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 
 from incasa import __version__
+from incasa.image import latent
 from incasa.image.data import load_split
 from incasa.image.dit import PRESETS, DiT, DoubleStreamBlock, SingleStreamBlock
 from incasa.image.flow import rf_loss, sample
@@ -124,6 +125,10 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
         raise ValueError(f"unknown FP8 recipe {scale.fp8!r}; choose one of {', '.join(FLOAT8_RECIPES)}")
     world = _world(cfg.device)
     device, out = world.device, Path(cfg.out)
+    # the autoencoder first (before minutes of data loading): a wrong file, or a latent preset without one, fails now
+    ae, ae_info = latent.load_frozen(cfg.autoencoder, device) if cfg.autoencoder else (None, None)
+    if ae is None:
+        latent.model_config(PRESETS[cfg.preset], None, (0, 0))
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
     _barrier(world)
@@ -146,10 +151,19 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
     null_id = cap_index[""]
     data_version = json.loads((Path(cfg.data) / "index.json").read_text())["data_version"]
 
-    # ---- model, EMA, scale treatments, optimiser
+    # ---- latent space (1b, 8b, or any preset given --autoencoder): rank 0 encodes and caches, the others read
     mcfg = PRESETS[cfg.preset]
     if mcfg.text_dim != encoder.dim:
         mcfg = type(mcfg)(**{**asdict(mcfg), "text_dim": encoder.dim})
+    pixel_size = tuple(int(s) for s in x_all.shape[-2:])
+    mcfg, (H, W) = latent.model_config(mcfg, ae_info, pixel_size)
+    if ae is not None:
+        key, cache_z = f"{data_version} {cfg.styles} {cfg.groups}", out / "latents.safetensors"
+        z = latent.cached_latents(ae, ae_info, x_all, key, cache_z, console) if world.is_main else None
+        _barrier(world)
+        x_all = z if z is not None else latent.cached_latents(ae, ae_info, x_all, key, cache_z)
+
+    # ---- model, EMA, scale treatments, optimiser
     model = DiT(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     if scale.fp8 is not None:
@@ -163,17 +177,19 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
         apply_fsdp(ema, world.mesh, block_types=BLOCKS)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     both = torch.nn.ModuleDict({"model": model, "ema": ema})  # one DCP checkpoint holds both, by parameter name
-    H, W = x_all.shape[-2:]
     num_tokens = (H // mcfg.patch_size) * (W // mcfg.patch_size)
     meta = {"kind": "incasa-image-dit", "incasa_version": __version__, "dit": asdict(mcfg), "preset": cfg.preset,
-            "text_encoder": encoder.spec, "image_size": [int(H), int(W)], "data_version": data_version,
+            "text_encoder": encoder.spec, "image_size": list(pixel_size), "data_version": data_version,
             "train": {**asdict(cfg), **{f"scale_{k}": v for k, v in asdict(scale).items()}},
             "num_images": len(metas)}
+    if ae is not None:
+        meta.update(sample_size=[H, W], autoencoder=ae_info)
     ckpt = out / "dcp"
     step = 0
     if (ckpt / "incasa.json").exists():
         prev = read_dcp_meta(ckpt)["extra"]
-        if prev.get("dit") != meta["dit"] or prev.get("data_version") != data_version:
+        if (prev.get("dit") != meta["dit"] or prev.get("data_version") != data_version
+                or prev.get("autoencoder") != meta.get("autoencoder")):
             raise ValueError(f"{ckpt} was trained with another model or data; use a new --out folder")
         step, _ = load_dcp(ckpt, both, opt)
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if step else None) if world.is_main else None
@@ -217,17 +233,21 @@ def train_distributed(cfg: TrainConfig, scale: ScaleConfig = ScaleConfig(), *, c
                   file=sys.stderr, flush=True)
         if step % cfg.sample_every == 0 or step == cfg.steps or out_of_time:  # collective: the EMA is sharded
             gs = torch.Generator().manual_seed(1234)
-            noise = torch.randn(len(probe), 3, H, W, generator=gs).to(device)
+            noise = torch.randn(len(probe), mcfg.in_channels, H, W, generator=gs).to(device)
             imgs = sample(ema, noise, probe_cond, probe_null, steps=25, guidance=4.0)
+            with torch.no_grad():
+                imgs = ae.decode(imgs) if ae is not None else imgs
             if world.is_main:
                 save_grid(imgs, out / "samples" / f"step_{step:07d}.png", ncol=8)
         if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
-            save_dcp(ckpt, both, opt, step, extra={"dit": meta["dit"], "data_version": data_version})
+            save_dcp(ckpt, both, opt, step, extra={"dit": meta["dit"], "data_version": data_version,
+                                                   "autoencoder": meta.get("autoencoder")})
         if out_of_time:
             break
     weights = _full_state(ema, world)
     if world.is_main:
-        save_file_atomic({k: v.to(torch.float16) for k, v in weights.items()}, out / "model.safetensors",
+        save_file_atomic({k: v.to(torch.float16) for k, v in weights.items()} | latent.checkpoint_tensors(ae),
+                         out / "model.safetensors",
                          {**meta, "step": step, "sample_prompts": probe})
         plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"incasa image {cfg.preset} (FSDP2): loss")
     del model, ema, both, opt
@@ -258,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run folder (resumes from out/dcp on any world size)")
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--text-encoder", default="minilm")
+    ap.add_argument("--autoencoder", default="", help="model.safetensors of `incasa train autoencoder`: train in its "
+                                                      "latent space (needed by the 1b and 8b presets)")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch-size", type=int, default=64, help="per process; the global batch is WORLD_SIZE x this")
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -279,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data) / "index.json").is_file():
         ap.error(f"{args.data} is not a dataset folder (no index.json); build one with `incasa data emoji`")
     cfg = TrainConfig(data=args.data, out=args.out, preset=args.preset, text_encoder=args.text_encoder,
+                      autoencoder=args.autoencoder,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                       ema_decay=args.ema_decay, log_every=args.log_every, sample_every=args.sample_every,
                       ckpt_every=args.ckpt_every, seed=args.seed, device=args.device)

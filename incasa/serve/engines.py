@@ -167,7 +167,9 @@ def generate_batch(pipe, jobs: list[ImageJob]) -> list[Rendered]:
 
     assert jobs and len({(j.mask is None, j.init_image is None, j.steps, j.guidance, j.strength) for j in jobs}) == 1
     first = jobs[0]
-    dev, (H, W) = pipe.device, pipe.size
+    from incasa.image.latent import latent_mask
+
+    dev, (H, W), (Hp, Wp) = pipe.device, pipe.size, pipe.image_size
     C = pipe.model.cfg.in_channels
     counts = [j.n for j in jobs]
     with torch.no_grad():
@@ -178,16 +180,20 @@ def generate_batch(pipe, jobs: list[ImageJob]) -> list[Rendered]:
         cond = {k: v[index_B].to(dev) for k, v in text.items()}
         empty = pipe.encoder.encode([""])
         uncond = {k: v.expand(len(index_B), *v.shape[1:]).to(dev) for k, v in empty.items()}
-        init = mask = None
+        init = mask = init_px = mask_px = None  # *_px: pixels, for the final paste; else the DiT's space
         if first.init_image is not None:
-            init = torch.cat([to_tensor(j.init_image, (H, W)) for j in jobs])[index_B].to(dev)
+            init_px = torch.cat([to_tensor(j.init_image, (Hp, Wp)) for j in jobs])[index_B].to(dev)
+            init = pipe.encode(init_px)
         if first.mask is not None:
-            mask = torch.cat([mask_to_tensor(j.mask, (H, W)) for j in jobs])[index_B].to(dev)
+            mask_px = torch.cat([mask_to_tensor(j.mask, (Hp, Wp)) for j in jobs])[index_B].to(dev)
+            mask = latent_mask(mask_px, Hp // H)
         strength = first.strength if first.init_image is not None and first.mask is None else 1.0
-        x = sample(pipe.model, noise_BCHW.to(dev), cond, uncond, steps=first.steps, guidance=first.guidance,
-                   init=init, strength=strength, mask=mask, on_step=_previewer(pipe, jobs, counts, first.steps))
-        if mask is not None:  # paste back only the repainted region, as generate_images does
-            x = mask * x + (1 - mask) * init
+        with pipe.attention():
+            x = sample(pipe.model, noise_BCHW.to(dev), cond, uncond, steps=first.steps, guidance=first.guidance,
+                       init=init, strength=strength, mask=mask, on_step=_previewer(pipe, jobs, counts, first.steps))
+        x = pipe.decode(x)
+        if mask_px is not None:  # paste back only the repainted region, as generate_images does
+            x = mask_px * x + (1 - mask_px) * init_px
     mode = "inpaint" if mask is not None else ("img2img" if init is not None else "txt2img")
     out, start = [], 0
     for j in jobs:
@@ -201,7 +207,7 @@ def _params(pipe, job: ImageJob, mode: str, strength: float, partial: bool = Fal
     """What goes into each picture's PNG chunks and C2PA manifest (the keys generate_images writes)."""
     from incasa import __version__
 
-    H, W = pipe.size
+    H, W = pipe.image_size
     extra = {"partial": True} if partial else {}
     return [{"prompt": job.prompt, "seed": job.seed + i, "steps": job.steps, "guidance": job.guidance,
              "size": f"{W}x{H}", "sampler": "Euler (rectified flow)", "model": pipe.name,
@@ -229,7 +235,7 @@ def _previewer(pipe, jobs: list[ImageJob], counts: list[int], steps: int):
     def on_step(step: int, x_BCHW) -> None:
         for i, at in wanted.items():
             if step in at:
-                images = [to_pil(xi) for xi in x_BCHW[starts[i]:starts[i] + counts[i]]]
+                images = [to_pil(xi) for xi in pipe.decode(x_BCHW[starts[i]:starts[i] + counts[i]])]
                 jobs[i].on_preview(at.index(step), Rendered(images, _params(pipe, jobs[i], "preview", 1.0, True)))
 
     return on_step

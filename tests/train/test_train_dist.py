@@ -71,3 +71,24 @@ def test_torchrun_two_ranks_then_resume_in_one_process(tiny_dataset, tmp_path):
     assert rest["step"] == 5 and all(torch.isfinite(torch.tensor(rest["losses"])))
     after, _ = read_file(out / "model.safetensors")
     assert any(not torch.equal(after[k], two_rank_weights[k]) for k in after)
+
+
+def test_latent_space_run_writes_a_checkpoint_that_generates_pixels(tmp_path):
+    from incasa.image.autoencoder import AETrainConfig, train_autoencoder
+    from incasa.image.generate import generate_images
+
+    from ..conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", num=8, size=32)
+    train_autoencoder(AETrainConfig(data=str(data), out=str(tmp_path / "ae"), preset="tiny", steps=2, batch_size=4,
+                                    warmup=1, sample_every=1000, ckpt_every=1000, device="cpu"))
+    ae = str(tmp_path / "ae" / "model.safetensors")
+    assert main(["--data", str(data), "--out", str(tmp_path / "z"), "--preset", "tiny", "--text-encoder", "hash",
+                 "--autoencoder", ae, "--device", "cpu", "--steps", "2", "--batch-size", "2"]) == 0
+    _, meta = read_file(tmp_path / "z" / "model.safetensors")
+    assert meta["sample_size"] == [16, 16] and meta["image_size"] == [32, 32] and meta["dit"]["in_channels"] == 4
+    pipe = load_pipeline(tmp_path / "z" / "model.safetensors", device="cpu")
+    assert generate_images("a red square", n=1, steps=2, pipeline=pipe)[0].size == (32, 32)
+    # resuming that run without its autoencoder is refused, not silently trained in pixel space
+    assert main(["--data", str(data), "--out", str(tmp_path / "z"), "--preset", "tiny", "--text-encoder", "hash",
+                 "--device", "cpu", "--steps", "3", "--batch-size", "2"]) == 2
