@@ -248,7 +248,7 @@ def generate_images(prompt: str, *, n: int = 5, seed: int = 0, steps: int | None
     with pipe.attention():
         x = sample(model, noise.to(dev), cond, uncond, steps=steps, guidance=guidance, init=init,
                    strength=strength if m is None else 1.0, mask=m)
-    x = pipe.decode(x)
+    x = model.decoder(x) if getattr(model, "decoder", None) is not None else pipe.decode(x)  # ONNX: its own
     if m_px is not None:  # paste back only the repainted region; the rest is the init image, untouched
         x = m_px * x + (1 - m_px) * init_px
     images = [to_pil(xi) for xi in x]

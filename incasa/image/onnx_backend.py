@@ -1,11 +1,12 @@
 """ONNX: export the DiT with torch.onnx.export(dynamo=True), and run the result inside incasa's own sampler.
 
-    export_onnx(checkpoint, "out/incasa-onnx")                 # transformer.onnx + incasa_onnx.json
+    export_onnx(checkpoint, "out/incasa-onnx")      # transformer.onnx (+ decoder.onnx for latent) + incasa_onnx.json
     images = generate_images(prompt, backend="onnx", onnx_dir="out/incasa-onnx")
 
 Export: dynamic batch and dynamic text length (the prompt decides L). The image size is fixed by the checkpoint
 (64x64 pixels for the shipped default, which works in pixel space: there is no autoencoder, so the transformer is
-the only network to export). ONNX has no complex tensors and incasa.nn's RoPE multiplies complex numbers, so during
+the only network to export). A latent checkpoint (1b / 8b presets, incasa/image/latent.py) also gets decoder.onnx,
+its autoencoder's decoder, and the ONNX backend decodes with it. ONNX has no complex tensors and incasa.nn's RoPE multiplies complex numbers, so during
 the export only `_real_rope` swaps in the same rotation written with real (cos, sin) pairs; a test checks the two
 agree. Weights above ~1.8 GB go to an external data file beside the graph (protobuf refuses files over 2 GB).
 
@@ -33,6 +34,7 @@ from incasa.image import dit as dit_module
 from incasa.image.dit import DiTConfig
 
 ONNX_FILE = "transformer.onnx"
+DECODER_FILE = "decoder.onnx"  # latent checkpoints only: the autoencoder's decoder, latents -> pixels
 ONNX_META = "incasa_onnx.json"
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf refuses files > 2 GiB; leave room for the graph itself
 
@@ -49,22 +51,39 @@ def read_meta(onnx_dir: str | Path) -> dict:
     return meta
 
 
+def _session(path: Path, num_threads: int | None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("the ONNX backend needs onnxruntime: pip install 'incasa[export]'") from None
+    opts = ort.SessionOptions()
+    # the same thread budget as torch's (torch.set_num_threads), so one knob governs both backends
+    opts.intra_op_num_threads = num_threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+class OnnxDecoder:
+    """The exported autoencoder decoder: scaled latents [B, C, h, w] -> pixels [B, 3, H, W] in [-1, 1]."""
+
+    def __init__(self, onnx_dir: str | Path, *, num_threads: int | None = None):
+        self.session = _session(Path(onnx_dir) / DECODER_FILE, num_threads)
+
+    def __call__(self, z_BCHW: torch.Tensor) -> torch.Tensor:
+        (x,) = self.session.run(["x"], {"z": z_BCHW.detach().to("cpu", torch.float32).contiguous().numpy()})
+        return torch.from_numpy(x).to(z_BCHW.device).clamp(-1, 1)
+
+
 class OnnxDiT:
     """The exported DiT behind the call signature of incasa.image.dit.DiT (inference only)."""
 
     def __init__(self, onnx_dir: str | Path, *, num_threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeError("the ONNX backend needs onnxruntime: pip install 'incasa[export]'") from None
         self.meta = read_meta(onnx_dir)
         self.cfg = DiTConfig(**self.meta["dit"])
-        opts = ort.SessionOptions()
-        # the same thread budget as torch's (torch.set_num_threads), so one knob governs both backends
-        opts.intra_op_num_threads = num_threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(Path(onnx_dir) / ONNX_FILE), opts, providers=providers)
+        self.session = _session(Path(onnx_dir) / ONNX_FILE, num_threads)
+        # latent exports carry the decoder too, so the whole picture path runs in ONNX Runtime
+        self.decoder = OnnxDecoder(onnx_dir, num_threads=num_threads) if self.meta.get("decoder") else None
 
     def __call__(self, x_BCHW: torch.Tensor, t_B: torch.Tensor, txt_BLE: torch.Tensor, txt_mask_BL: torch.Tensor,
                  pooled_BE: torch.Tensor) -> torch.Tensor:
@@ -139,6 +158,17 @@ def _real_rope():
         dit_module.rope_2d_freqs, dit_module.apply_rope = saved
 
 
+class _Decode(torch.nn.Module):
+    """autoencoder.decode as a module's forward, for the exporter."""
+
+    def __init__(self, ae):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, z_BCHW):
+        return self.ae.decode(z_BCHW)
+
+
 def export_onnx(checkpoint: str | Path | None, out: str | Path, *, external_data: bool | None = None) -> Path:
     """Write transformer.onnx (dynamic batch and text length) and incasa_onnx.json; returns the folder.
 
@@ -169,9 +199,17 @@ def export_onnx(checkpoint: str | Path | None, out: str | Path, *, external_data
             program = torch.onnx.export(model, example, dynamo=True, input_names=["x", "t", "tokens", "mask", "pooled"],
                                         output_names=["x0"], dynamic_shapes=dynamic, verbose=False)
         program.save(str(tmp / ONNX_FILE), external_data=external)
+        if pipe.autoencoder is not None:  # latent checkpoint: the decoder as well (dynamic batch, fixed size)
+            z = torch.randn(B, cfg.in_channels, h, w, generator=g)
+            with torch.no_grad():
+                dec = torch.onnx.export(_Decode(pipe.autoencoder), (z,), dynamo=True, input_names=["z"],
+                                        output_names=["x"], dynamic_shapes=({0: batch},), verbose=False)
+            dec.save(str(tmp / DECODER_FILE))
         meta = {"kind": "incasa-image-dit-onnx", "dit": vars(cfg), "image_size": [h, w], "name": pipe.name,
                 "weights_hash": pipe.weights_hash, "text_encoder": pipe.meta["text_encoder"],
                 "preset": pipe.meta.get("preset"), "external_data": external, "output": "x0 (clean image estimate)",
+                "decoder": DECODER_FILE if pipe.autoencoder is not None else None,
+                "pixel_size": list(pipe.image_size),
                 "inputs": {"x": "[B, C, H, W] float32", "t": "[B] float32 in [0, 1]", "tokens": "[B, L, E] float32",
                            "mask": "[B, L] bool, True = real token", "pooled": "[B, E] float32"}}
         (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -122,3 +122,21 @@ def test_refusals(latent_run, tmp_path):
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.output
     r = CliRunner().invoke(app, ["generate", "a red square", "-o", str(tmp_path / "g"), "--dtype", "int4"])
     assert r.exit_code == 2 and "--dtype" in r.output
+
+
+def test_onnx_export_carries_the_decoder_and_matches_torch(latent_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
+    import json
+
+    from incasa.image.onnx_backend import export_onnx
+
+    ckpt = latent_run[0] / "dit" / "model.safetensors"
+    out = export_onnx(ckpt, tmp_path / "onnx")
+    meta = json.loads((out / "incasa_onnx.json").read_text())
+    assert meta["decoder"] == "decoder.onnx" and (out / "decoder.onnx").is_file() and meta["pixel_size"] == [32, 32]
+    pipe = load_pipeline(ckpt, device="cpu")
+    ref = np.asarray(generate_images("a red square", n=2, seed=4, steps=3, pipeline=pipe)[1], float)
+    got = np.asarray(generate_images("a red square", n=2, seed=4, steps=3, pipeline=pipe, backend="onnx",
+                                     onnx_dir=out)[1], float)
+    assert got.shape == (32, 32, 3)
+    assert 10 * np.log10(255 ** 2 / max(((ref - got) ** 2).mean(), 1e-9)) >= 40  # the parity bar
