@@ -5,7 +5,8 @@
 
 The shipped default is a *pixel-space* model: the DiT draws 64x64 RGB directly, with 8x8 patches, and there is no
 autoencoder (no VAE, no decoder). The export says so instead of pretending to have one: the folder has no `vae`
-component and the pipeline returns the DiT's pixels.
+component and the pipeline returns the DiT's pixels. A latent checkpoint (the 1b / 8b presets, incasa/image/latent.py)
+gets a `vae/` component, IncasaAutoencoderModel around the autoencoder it carries, and the pipeline decodes with it.
 
 The folder:
     model_index.json       _class_name = ["pipeline", "IncasaImagePipeline"]: diffusers' own custom-pipeline
@@ -14,6 +15,7 @@ The folder:
                            loading needs `incasa` importable (pip install 'incasa[export]'); we chose this over
                            copying the model's code into the folder so that there is one DiT, not two that drift.
     transformer/           IncasaDiTTransformer2DModel (ModelMixin + ConfigMixin, weights in fp32 safetensors)
+    vae/                   latent checkpoints only: IncasaAutoencoderModel (encode / decode of scaled latents)
     scheduler/             FlowMatchEulerDiscreteScheduler with shift = exp(mu) of flow.time_shift for the model's
                            token count. Given sigmas = linspace(1, 1/steps, steps) it applies exactly our warp and
                            appends 0, and its Euler step x + (sigma_next - sigma) * v is ours, so no scheduler class
@@ -40,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from incasa.image.autoencoder import AEConfig, Autoencoder
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import T_MIN
-from incasa.image.latent import refuse_latent
 from incasa.image.onnx_backend import atomic_dir, finish_dir
 
 try:  # the Diffusers classes need the `export` extra; the rest of incasa does not
@@ -85,16 +87,37 @@ if DiffusionPipeline is not None:
             x0 = self.dit(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections)
             return Transformer2DModelOutput(sample=x0) if return_dict else (x0,)
 
+    class IncasaAutoencoderModel(ModelMixin, ConfigMixin):
+        """incasa's in-house autoencoder (incasa/image/autoencoder.py) under Diffusers' model API, for latent
+        checkpoints (the 1b / 8b presets). `decode` takes the *scaled* latents the DiT draws; `scaling_factor` is
+        the unit-variance scale stored with the weights."""
+
+        @register_to_config
+        def __init__(self, in_channels: int = 3, latent_channels: int = 4, base: int = 32,
+                     mults: tuple = (1, 2, 4), blocks: int = 1, scaling_factor: float = 1.0):
+            super().__init__()
+            self.ae = Autoencoder(AEConfig(in_channels=in_channels, latent_channels=latent_channels, base=base,
+                                           mults=tuple(mults), blocks=blocks))
+            self.ae.scale.fill_(scaling_factor)
+
+        def encode(self, x_BCHW):
+            return self.ae.encode(x_BCHW)
+
+        def decode(self, z_BCHW):
+            return self.ae.decode(z_BCHW)
+
     class IncasaImagePipeline(DiffusionPipeline):
-        """Text-to-image with an incasa DiT in pixel space (no VAE): MiniLM text features -> DiT (x0) -> velocity ->
-        Euler steps of FlowMatchEulerDiscreteScheduler -> RGB pixels. Same numbers as incasa's generate_images."""
+        """Text-to-image with an incasa DiT: MiniLM text features -> DiT (x0) -> velocity -> Euler steps of
+        FlowMatchEulerDiscreteScheduler -> RGB pixels, directly (pixel checkpoints, no VAE) or through the `vae`
+        component's decoder (latent checkpoints). Same numbers as incasa's generate_images."""
 
-        model_cpu_offload_seq = "text_encoder->transformer"
+        model_cpu_offload_seq = "text_encoder->transformer->vae"
+        _optional_components = ["vae"]
 
-        def __init__(self, transformer, scheduler, text_encoder, tokenizer, max_text_length: int = 32):
+        def __init__(self, transformer, scheduler, text_encoder, tokenizer, vae=None, max_text_length: int = 32):
             super().__init__()
             self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                                  tokenizer=tokenizer)
+                                  tokenizer=tokenizer, vae=vae)
             self.register_to_config(max_text_length=max_text_length)
 
         @torch.no_grad()
@@ -149,6 +172,8 @@ if DiffusionPipeline is not None:
                         v = v_u + guidance_scale * (v_c - v_u)
                     x = self.scheduler.step(v, timestep, x, return_dict=False)[0]
                     bar.update()
+            if self.vae is not None:  # latent checkpoint: scaled latents -> pixels
+                x = self.vae.decode(x)
             self.maybe_free_model_hooks()
             x = x.clamp(-1, 1)
             if output_type == "pt":
@@ -162,15 +187,14 @@ if DiffusionPipeline is not None:
 PIPELINE_SHIM = '''"""Loader shim for DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True): the pipeline and transformer
 classes live in the incasa package (pip install 'incasa[export]'), so this folder needs `incasa` importable."""
 
-from incasa.image.export import IncasaDiTTransformer2DModel, IncasaImagePipeline  # noqa: F401
+from incasa.image.export import IncasaAutoencoderModel, IncasaDiTTransformer2DModel, IncasaImagePipeline  # noqa: F401
 '''
 
 MODEL_CARD = """# {name} (Diffusers export)
 
 Exported by `incasa export diffusers` from {checkpoint} (weights sha256 prefix {hash}).
 
-* **Pixel space, no autoencoder.** The transformer draws {h}x{w} RGB directly in [-1, 1] with {p}x{p} patches.
-  There is no VAE; the pipeline's output is the transformer's pixels.
+{space}
 * transformer: incasa's hybrid DiT ({preset}; {params:,} parameters). It predicts the clean image x0; the pipeline
   derives the rectified-flow velocity (x_t - x0) / max(t, {t_min}).
 * scheduler: FlowMatchEulerDiscreteScheduler, shift {shift:.6f} (incasa's resolution shift for {tokens} tokens),
@@ -189,6 +213,13 @@ images = pipe("a red apple, noto style", num_images_per_prompt=5, num_inference_
               generator=gens).images
 ```
 """
+
+
+PIXEL_SPACE = """* **Pixel space, no autoencoder.** The transformer draws {h}x{w} RGB directly in [-1, 1] with {p}x{p} patches.
+  There is no VAE; the pipeline's output is the transformer's pixels."""
+LATENT_SPACE = """* **Latent space.** The transformer draws {h}x{w} latents of {c} channels with {p}x{p} patches; the `vae`
+  component (incasa's in-house autoencoder, factor {f}, trained by `incasa train autoencoder`) decodes them to
+  {ph}x{pw} RGB."""
 
 
 def _require_diffusers() -> None:
@@ -229,7 +260,6 @@ def export_diffusers(checkpoint: str | Path | None, out: str | Path) -> Path:
     from incasa.image.generate import load_pipeline
 
     pipe = load_pipeline(checkpoint, device="cpu")
-    refuse_latent(pipe.meta, "the Diffusers export")
     if pipe.meta["text_encoder"] != "minilm":
         raise ValueError(f"the Diffusers export supports the default text encoder 'minilm'; this checkpoint uses "
                          f"{pipe.meta['text_encoder']!r}")
@@ -240,16 +270,32 @@ def export_diffusers(checkpoint: str | Path | None, out: str | Path) -> Path:
         shift = shift_for(pipe.model.cfg, pipe.size)
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
         max_len = pipe.encoder.tokenizer.truncation["max_length"]
-        pipeline = IncasaImagePipeline(transformer, scheduler, text_encoder, tokenizer, max_text_length=max_len)
+        vae = None
+        if pipe.autoencoder is not None:
+            acfg = pipe.autoencoder.cfg
+            vae = IncasaAutoencoderModel(in_channels=acfg.in_channels, latent_channels=acfg.latent_channels,
+                                         base=acfg.base, mults=tuple(acfg.mults), blocks=acfg.blocks,
+                                         scaling_factor=float(pipe.autoencoder.scale))
+            vae.ae.load_state_dict(pipe.autoencoder.state_dict())
+            vae.eval()
+        pipeline = IncasaImagePipeline(transformer, scheduler, text_encoder, tokenizer, vae=vae,
+                                       max_text_length=max_len)
         pipeline.save_pretrained(tmp, safe_serialization=True)
         index = json.loads((tmp / "model_index.json").read_text())
         index["_class_name"] = ["pipeline", "IncasaImagePipeline"]  # diffusers reads pipeline.py from the folder
         index["transformer"] = ["incasa.image.export", "IncasaDiTTransformer2DModel"]
+        if vae is not None:
+            index["vae"] = ["incasa.image.export", "IncasaAutoencoderModel"]
+        else:
+            index.pop("vae", None)
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "pipeline.py").write_text(PIPELINE_SHIM)
         h, w = pipe.size
         P = pipe.model.cfg.patch_size
-        (tmp / "README.md").write_text(MODEL_CARD.format(
+        space = (PIXEL_SPACE.format(h=h, w=w, p=P) if vae is None else
+                 LATENT_SPACE.format(h=h, w=w, p=P, c=pipe.model.cfg.in_channels, f=pipe.autoencoder.factor,
+                                     ph=pipe.image_size[0], pw=pipe.image_size[1]))
+        (tmp / "README.md").write_text(MODEL_CARD.format(space=space,
             name=pipe.name, checkpoint=checkpoint or "the shipped default (incasa/image/default/model.safetensors)", hash=pipe.weights_hash, h=h,
             w=w, p=P, preset=pipe.meta.get("preset", "custom"), params=sum(p.numel() for p in pipe.model.parameters()),
             t_min=T_MIN, shift=shift, tokens=(h // P) * (w // P), out=out))

@@ -140,3 +140,35 @@ def test_onnx_export_carries_the_decoder_and_matches_torch(latent_run, tmp_path)
                                      onnx_dir=out)[1], float)
     assert got.shape == (32, 32, 3)
     assert 10 * np.log10(255 ** 2 / max(((ref - got) ** 2).mean(), 1e-9)) >= 40  # the parity bar
+
+
+def test_diffusers_export_carries_the_autoencoder_and_reproduces_generate(latent_run, tmp_path, monkeypatch):
+    pytest.importorskip("diffusers", reason="the export extra is not installed: pip install -e '.[export]'")
+    import json
+
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import dynamic_modules_utils
+
+    from incasa.image.export import export_diffusers
+
+    monkeypatch.setattr(dynamic_modules_utils, "HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+    root, data, ae_path, cfg, _ = latent_run
+    # the diffusers pipeline encodes prompts with MiniLM: a short latent run with that encoder
+    minilm = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "m"), "text_encoder": "minilm",
+                                  "steps": 2, "sample_every": 100}))
+    ckpt = tmp_path / "m" / "model.safetensors"
+    out = export_diffusers(ckpt, tmp_path / "d")
+    assert minilm["step"] == 2
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["vae"] == ["incasa.image.export", "IncasaAutoencoderModel"]
+    assert "latent space" in (out / "README.md").read_text().lower()
+    pipe = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    ours = generate_images("a red square", n=2, seed=3, steps=3, guidance=4.0,
+                           pipeline=load_pipeline(ckpt, device="cpu"))
+    theirs = pipe("a red square", num_images_per_prompt=2, num_inference_steps=3, guidance_scale=4.0,
+                  generator=[torch.Generator().manual_seed(3 + i) for i in range(2)]).images
+    assert [im.size for im in theirs] == [(32, 32)] * 2
+    a = np.stack([np.asarray(x, float) for x in ours])
+    b = np.stack([np.asarray(x, float) for x in theirs])
+    assert 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-9)) >= 40
