@@ -50,13 +50,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from incasa import __version__
+from incasa.image.autoencoder import Autoencoder
 from incasa.image.dit import DiT, DiTConfig
 from incasa.image.flow import T_MIN, sample, time_shift, velocity
-from incasa.image.latent import refuse_latent
+from incasa.image.latent import checkpoint_tensors, sample_size, split_checkpoint
 from incasa.image.text_encoder import load_text_encoder
 from incasa.image.train import _device, cached_caption_features, gather_cond, save_grid
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
-                                     save_training_state, save_weights)
+                                     save_training_state)
 from incasa.train.ema import ema_decay_at, ema_update
 from incasa.train.metrics import MetricsLog, plot_curve
 from incasa.train.schedule import lr_at
@@ -114,17 +115,20 @@ class DistillConfig:
 # ---------------------------------------------------------------- the teacher and the prompts
 
 
-def load_teacher(path: str | Path, device: torch.device) -> tuple[DiT, dict, str]:
-    """The teacher's DiT (fp32, eval), its metadata and the first 10 hex digits of its sha256 (as generate's)."""
+def load_teacher(path: str | Path, device: torch.device) -> tuple[DiT, dict, str, Autoencoder | None]:
+    """The teacher's DiT (fp32, eval), its metadata, the first 10 hex digits of its sha256 (as generate's), and
+    its autoencoder for a latent teacher (the student draws the same latents and carries the same autoencoder)."""
     path = Path(path) if path else DEFAULT_TEACHER
     tensors, meta = read_file(path)
     if meta.get("kind") != "incasa-image-dit" or "optim_param_groups" in meta:
         raise ValueError(f"{path} is not an exported incasa image checkpoint (a model.safetensors from "
                          f"`incasa train image`)")
-    refuse_latent(meta, "distillation")
+    dit_tensors, ae = split_checkpoint(tensors, meta)
     model = DiT(DiTConfig(**meta["dit"]))
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    return model.to(device).eval().requires_grad_(False), meta, hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    model.load_state_dict({k: v.float() for k, v in dit_tensors.items()})
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    return (model.to(device).eval().requires_grad_(False), meta, digest,
+            ae.to(device) if ae is not None else None)
 
 
 def load_captions(data: Path) -> tuple[list[str], str]:
@@ -263,7 +267,7 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    teacher, tmeta, thash = load_teacher(cfg.teacher, device)
+    teacher, tmeta, thash, ae = load_teacher(cfg.teacher, device)
     if encoder is None:
         encoder = load_text_encoder(tmeta["text_encoder"]).to(device)
     elif encoder.spec != tmeta["text_encoder"]:
@@ -272,7 +276,7 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
     if tmeta.get("data_version") not in (None, data_version):
         raise ValueError(f"the teacher was trained on data {tmeta['data_version']!r} but {cfg.data} is "
                          f"{data_version!r}; pass the teacher's dataset with --data")
-    H, W = tmeta["image_size"]
+    H, W = sample_size(tmeta)  # what the DiT draws: latents for a latent teacher
     C, P = tmeta["dit"]["in_channels"], tmeta["dit"]["patch_size"]
     num_tokens = (H // P) * (W // P)
     total = cfg.num_chunks * cfg.chunk
@@ -309,8 +313,8 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
     gen = torch.Generator(device).manual_seed(cfg.seed)
     grid_t = sampler_grid(cfg.student_steps, num_tokens)
     train_key = hashlib.sha256(json.dumps([pair_key, cfg.pairs, cfg.val_pairs]).encode()).hexdigest()
-    meta = {**{k: tmeta[k] for k in ("kind", "dit", "preset", "text_encoder", "image_size", "data_version")
-               if k in tmeta},
+    meta = {**{k: tmeta[k] for k in ("kind", "dit", "preset", "text_encoder", "image_size", "sample_size",
+                                     "autoencoder", "data_version") if k in tmeta},
             "incasa_version": __version__, "name": f"{tmeta.get('name') or 'incasa-' + tmeta.get('preset', 'dit')}"
             f"-reflow{cfg.student_steps}", "distill": asdict(cfg), "train_key": train_key,
             "teacher": {"model_hash": thash, "name": tmeta.get("name"), "step": tmeta.get("step")},
@@ -375,7 +379,11 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
                 zp = z_all[probe.to(device)].float()
                 rows = [x_all[probe.to(device)].float()] + [sample(ema, zp, pc, None, steps=k, guidance=1.0)
                                                              for k in sorted(FEW_STEPS, reverse=True)]
-                save_grid(torch.cat(rows), out / "samples" / f"step_{step:07d}.png", ncol=len(probe))
+                grid = torch.cat(rows)
+                if ae is not None:
+                    with torch.no_grad():
+                        grid = ae.decode(grid)
+                save_grid(grid, out / "samples" / f"step_{step:07d}.png", ncol=len(probe))
             if step % cfg.log_every == 0 or end:
                 losses[-cfg.log_every:] = [float(v) for v in losses[-cfg.log_every:]]  # one host sync per log
                 rate = seen / (time.time() - t0)
@@ -398,7 +406,8 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
         last_val = fewstep_mse(ema.eval(), z_val, x_val, val_cond)
     result_meta = {**meta, "step": step, "val": last_val, "pair_seconds": round(pair_seconds, 2),
                    "train_seconds": round(time.time() - t0, 2)}
-    save_weights(ema, out / "model.safetensors", result_meta)
+    weights = {k: v.half() for k, v in ema.state_dict().items()} | checkpoint_tensors(ae)  # + the autoencoder
+    save_file_atomic(weights, out / "model.safetensors", result_meta)
     plot_curve(out / "metrics.jsonl", out / "curve.png", title="incasa image reflow student: loss on teacher pairs")
     return {"step": step, "finished": step >= cfg.steps, "losses": [float(v) for v in losses], "val": last_val,
             "out": str(out), "pairs": total, "pair_seconds": pair_seconds}

@@ -140,10 +140,3 @@ def latent_mask(mask_B1HW: torch.Tensor, factor: int) -> torch.Tensor:
     """A pixel mask (1 = repaint) at latent resolution: a latent cell is repainted if any of its pixels is, so the
     generated region covers the whole mask; the final pixel paste restores every pixel outside it."""
     return F.max_pool2d(mask_B1HW, factor) if factor > 1 else mask_B1HW
-
-
-def refuse_latent(meta: dict, what: str) -> None:
-    """For the paths that handle pixel models only (Diffusers / ONNX export, distillation): one clear sentence."""
-    if meta.get("autoencoder") is not None:
-        raise ValueError(f"{what} supports pixel-space checkpoints; this one draws latents of an autoencoder "
-                         f"(preset {meta.get('preset', '?')}), which {what} does not carry yet")

@@ -110,10 +110,6 @@ def test_refusals(latent_run, tmp_path):
     with pytest.raises(ValueError, match="not an autoencoder"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "o"), preset="tiny",
                           autoencoder=str(root / "dit" / "model.safetensors")))
-    from incasa.image.distill import load_teacher
-
-    with pytest.raises(ValueError, match="distillation supports pixel-space"):
-        load_teacher(root / "dit" / "model.safetensors", torch.device("cpu"))
     r = CliRunner().invoke(app, ["train", "image", "--data", str(data), "--out", str(tmp_path / "c"),
                                  "--preset", "8b"])
     assert r.exit_code == 2 and "--autoencoder" in r.output and "Traceback" not in r.output
@@ -172,3 +168,20 @@ def test_diffusers_export_carries_the_autoencoder_and_reproduces_generate(latent
     a = np.stack([np.asarray(x, float) for x in ours])
     b = np.stack([np.asarray(x, float) for x in theirs])
     assert 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-9)) >= 40
+
+
+def test_distilling_a_latent_teacher_gives_a_latent_student(latent_run, tmp_path):
+    from incasa.image.distill import FEW_STEPS, DistillConfig, distill
+
+    root, data = latent_run[0], latent_run[1]
+    distill(DistillConfig(data=str(data), out=str(tmp_path / "s"), teacher=str(root / "dit" / "model.safetensors"),
+                          pairs=16, chunk=8, teacher_steps=3, steps=3, batch_size=4, warmup=1, val_pairs=4,
+                          log_every=1, sample_every=3, ckpt_every=100, device="cpu"))
+    tensors, meta = read_file(tmp_path / "s" / "model.safetensors")
+    teacher_tensors, _ = read_file(root / "dit" / "model.safetensors")
+    assert meta["sample_size"] == [16, 16] and meta["autoencoder"]["factor"] == 2
+    assert all(torch.equal(tensors[k], teacher_tensors[k]) for k in teacher_tensors if k.startswith(PREFIX))
+    rows = 1 + len(FEW_STEPS)  # the teacher's pictures, then the student at each step count, decoded to pixels
+    assert Image.open(tmp_path / "s" / "samples" / "step_0000003.png").size[1] == rows * 32 * 2
+    student = load_pipeline(tmp_path / "s" / "model.safetensors", device="cpu")
+    assert generate_images("a red square", n=1, pipeline=student)[0].size == (32, 32)
