@@ -29,7 +29,8 @@ Sets:
   once, with `--extra-eval`, after the fourth round was finished; from now on it is seen, too;
 - fresh5_eval.jsonl (fifth fresh set, 520 prompts: per language 8 per hard category, 30 shared-word and 10
   ordinary benign, with extra breadth in election/news and deepfakes): written and sealed the same way while the
-  fifth round was made (promptset.FRESH5_SHA256), scored once after it; the cleanest test we have;
+  fifth round was made (promptset.FRESH5_SHA256), scored once after it; since the sixth round a development set
+  too (its misses were read, see data/README.md), like every set above;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;

@@ -35,6 +35,10 @@ repository's code and tests were blocked; with it 1.3 %, as with the old single 
 raised the floor to 0.7: with four times the concepts the model grew surer of single word pieces, and short
 strings from the code ("after close", "counted votes", "streaming (stream)") reached 0.7-0.98; at 0.5, 3.1 % of
 2,069 repository strings were blocked, at 0.7 2.1 %, for 2 of 160 fresh3 red-team prompts less.
+The sixth round repeats the grouped CV (`CV_REPEATS` = 3 deals of the concepts into folds) and averages each prompt's
+out-of-fold probabilities: with a single deal, removing four benign concepts moved the deepfake threshold from 0.83
+to 0.76. It also tried `class_weight=None` (as good, not better, on every development set) and floors of 0.75 and 0.8
+(fewer repository strings blocked, fewer red-team prompts too); data/README.md has the numbers.
 What sets the high thresholds (graphic violence, self-harm, mass-harm weapons: 0.78-0.92) is usually one
 shared-word benign concept that no other training concept resembles ("how to make a bath bomb", "a suicide
 prevention hotline poster", "a bloody mary"): held out, its ~50 rows (5 languages x 10 variants) all score high,
@@ -65,6 +69,9 @@ from incasa.safety.promptset import HARD_CATEGORIES
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
 MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clearly the most likely (see below)
+# Grouped CV is run this many times with concepts dealt into folds differently, and the out-of-fold probabilities
+# averaged: with one split, which hard benign concepts happened to share a fold moved a threshold by up to 0.08.
+CV_REPEATS = 3
 
 
 def features(text: str) -> list[str]:
@@ -161,7 +168,10 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
     )
 
 
-def train(texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int = 2, seed: int = 0):
+def train(
+    texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int = 2, seed: int = 0,
+    class_weight: str | None = "balanced",
+):
     """Fit TF-IDF + logistic regression with scikit-learn; returns (ClassifierModel, fitted sklearn pipeline)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -169,7 +179,7 @@ def train(texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int =
     from threadpoolctl import threadpool_limits
 
     vectorizer = TfidfVectorizer(analyzer=features, sublinear_tf=True, min_df=min_df, dtype=np.float64)
-    regression = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
+    regression = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight, random_state=seed)
     # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
     with threadpool_limits(1):
         pipeline = make_pipeline(vectorizer, regression).fit(texts, labels)
@@ -183,12 +193,16 @@ def train(texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int =
     return model, pipeline
 
 
-def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01) -> dict:
+def cross_validated_thresholds(
+    rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS
+) -> dict:
     """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
     Grouped k-fold over the training rows, grouped by core (a concept and all its translations, frames and
-    obfuscations stay in one fold), gives out-of-fold probabilities for every training prompt. Each of the K
-    unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
+    obfuscations stay in one fold), gives out-of-fold probabilities for every training prompt; with repeats > 1
+    the grouped k-fold is run that many times with concepts dealt into folds differently (the first time as
+    GroupKFold deals them, then shuffled by seed), and each prompt's out-of-fold probabilities are averaged. Each of
+    the K unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
     fold, so that all of them together (union bound) flag at most max_fp of benign prompts; and at least
     MIN_THRESHOLD (0.7).
     """
@@ -198,11 +212,14 @@ def cross_validated_thresholds(rows: list[dict], *, c: float = 20.0, folds: int 
     labels = np.array([r["label"] for r in rows])
     groups = [r["core"] for r in rows]
     classes = sorted(set(labels))
-    probs = np.zeros((len(rows), len(classes)))  # (N, C) out of fold
-    for fit_idx, val_idx in GroupKFold(n_splits=folds).split(texts, labels, groups):
-        _, pipeline = train([texts[i] for i in fit_idx], list(labels[fit_idx]), c=c)
-        assert list(pipeline.classes_) == classes, "every fold must see every class"
-        probs[val_idx] = pipeline.predict_proba([texts[i] for i in val_idx])
+    probs = np.zeros((len(rows), len(classes)))  # (N, C) out of fold, summed over the repeats
+    for repeat in range(repeats):
+        splitter = GroupKFold(n_splits=folds) if repeat == 0 else GroupKFold(folds, shuffle=True, random_state=repeat)
+        for fit_idx, val_idx in splitter.split(texts, labels, groups):
+            _, pipeline = train([texts[i] for i in fit_idx], list(labels[fit_idx]), c=c)
+            assert list(pipeline.classes_) == classes, "every fold must see every class"
+            probs[val_idx] += pipeline.predict_proba([texts[i] for i in val_idx])
+    probs /= repeats
     unsafe = [k for k in classes if k in HARD_CATEGORIES]
     # The budget is spent on "benign" prompts. The soft class adult_nudity (consensual adult content, which the
     # policy warns on) is a class of its own so that the softmax learns "sexual but adult" apart from

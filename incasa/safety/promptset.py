@@ -44,6 +44,12 @@ and 13-16 consensual adult ones, and 8 frames shared by every label. Each langua
 Five rows per core, as in the third round (`_expand_diverse`); training only, so the test rows are still byte for
 byte those of the first round.
 
+Fifth and sixth rounds (`data/seeds5_<lang>.json`, `data/seeds6_<lang>.json`, `load_later_round`), written because
+deepfakes, election/news manipulation and self-harm stayed the weak categories on sets written by others: new concepts
+for those categories in every language, shared-word benign ones beside them (office holders at real events, a
+newspaper layout template, food slang, a job candidate) and ordinary chat and tool requests. Five rows per core, in
+the fourth round's frames; training only, so the test rows are still byte for byte those of the first round.
+
 The evaluation-only sets `FRESH_FILES` are never part of this build (a test checks that none of their prompts is
 in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
 `FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
@@ -152,6 +158,27 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
     return seeds
 
 
+# Later rounds (`seeds<n>_<lang>.json`): new concepts for the categories that were still weak, training only. Each
+# file holds some of ROUND4_SECTIONS (and no frames: its cores use the fourth round's); the letter names its cores
+# ("self_harm/s3") so that every round's rows can be told apart.
+LATER_ROUNDS = {5: "p", 6: "s"}
+
+
+def load_later_round(number: int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
+    """The seeds of round `number` (5, 6): per language, a dict of section -> cores, every section known."""
+    if number not in LATER_ROUNDS:
+        raise ValueError(f"no round {number}; the later rounds are {sorted(LATER_ROUNDS)}")
+    seeds = {}
+    for lang in LANGUAGES:
+        path = data_dir / f"seeds{number}_{lang}.json"
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        unknown = sorted(set(raw) - {*ROUND4_SECTIONS, "lang"})
+        if unknown or raw.get("lang") != lang:
+            raise ValueError(f"{path}: unknown sections {unknown} or a wrong lang {raw.get('lang')!r}")
+        seeds[lang] = {section: raw[section] for section in ROUND4_SECTIONS if raw.get(section)}
+    return seeds
+
+
 def load_seeds(data_dir: Path = DATA_DIR) -> dict[str, dict]:
     seeds = {}
     for lang in LANGUAGES:
@@ -245,6 +272,7 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
     the seeds' "train_only" and "train_diverse" sections and the augmented copies of train cores."""
     seeds = load_seeds(data_dir)
     round4 = load_round4(data_dir) if widen else {}
+    later = {n: load_later_round(n, data_dir) for n in LATER_ROUNDS} if widen else {}
     rows: list[dict] = []
     for lang, seed in seeds.items():
         extra = seed.get("train_only", {}) if widen else {}
@@ -286,6 +314,13 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
                 tricky = section in ("benign_tricky", ADULT)
                 for index, core in enumerate(round4[lang][section]):
                     rows += _expand_diverse(lang, section, label, tricky, f"r{index}", core, own, foreign)
+            # Fifth and sixth rounds: the same five rows per core, in the fourth round's frames.
+            for number, letter in LATER_ROUNDS.items():
+                for section, cores in later[number][lang].items():
+                    label = section if section in (*HARD_CATEGORIES, ADULT) else BENIGN
+                    tricky = section in ("benign_tricky", ADULT)
+                    for index, core in enumerate(cores):
+                        rows += _expand_diverse(lang, section, label, tricky, f"{letter}{index}", core, own, foreign)
     return rows
 
 

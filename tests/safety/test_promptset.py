@@ -136,3 +136,47 @@ def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
     # five rows per core: bare, obfuscated, framed, misspelt, in a foreign frame
     per_core = Counter(r["core"] + r["lang"] for r in rows)
     assert set(per_core.values()) == {5}
+
+
+def test_later_rounds_are_new_concepts_and_training_only():
+    """seeds5/seeds6 (`load_later_round`): new concepts for the weak categories, none a copy of an earlier core of the
+    same language, five training rows each; the sixth round covers deepfakes, election/news and self-harm in every
+    language, with shared-word benign concepts beside them."""
+    from incasa.safety.promptset import LATER_ROUNDS, ROUND4_SECTIONS, load_later_round, load_round4, load_seeds
+
+    seeds, fourth = load_seeds(), load_round4()
+    later = {n: load_later_round(n) for n in LATER_ROUNDS}
+    for lang in LANGUAGES:
+        sixth = later[6][lang]
+        assert all(len(sixth[c]) >= 16 for c in ("deepfake_impersonation", "election_news_manipulation", "self_harm"))
+        assert len(sixth["benign_tricky"]) >= 40 and len(sixth["benign"]) >= 10, lang
+        earlier = {normalize(c) for s in ROUND4_SECTIONS for c in fourth[lang][s]}
+        for value in seeds[lang].values():
+            for cores in (value, *(value.values() if isinstance(value, dict) else ())):
+                if isinstance(cores, list):
+                    earlier.update(normalize(c) for c in cores)
+        new = [normalize(c) for n in LATER_ROUNDS for cores in later[n][lang].values() for c in cores]
+        assert len(new) == len(set(new)) and not set(new) & earlier, lang
+    letters = tuple(LATER_ROUNDS.values())
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    assert rows and all(r["split"] == "train" for r in rows)
+    assert set(Counter(r["core"] + r["lang"] for r in rows).values()) == {5}
+
+
+def test_a_later_round_with_an_unknown_section_is_refused(tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from incasa.safety.promptset import DATA_DIR, load_later_round
+
+    for lang in LANGUAGES:
+        shutil.copy(DATA_DIR / f"seeds6_{lang}.json", tmp_path / f"seeds6_{lang}.json")
+    bad = json.loads((tmp_path / "seeds6_fr.json").read_text(encoding="utf-8"))
+    bad["self_harrm"] = ["a typo in a section name must not drop its cores silently"]
+    (tmp_path / "seeds6_fr.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(ValueError, match="self_harrm"):
+        load_later_round(6, tmp_path)
+    with pytest.raises(ValueError, match="no round 7"):
+        load_later_round(7, tmp_path)
