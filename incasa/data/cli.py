@@ -33,8 +33,8 @@ def run_command(
                                                   "output, but anything similar to them is rejected. Repeatable."),
     classifier: Path = typer.Option(None, help="Category classifier from `incasa curate train-classifier`."),
     verify_threshold: float = typer.Option(None, help="Deja-vu: the verifier's P(copy) at which an image is a "
-                                                      "near-duplicate (default 0.46: precision 0.96, recall 0.98 on "
-                                                      "our benchmark; 0.97: precision 0.99, recall 0.93)."),
+                                                      "near-duplicate (default 0.51: precision 0.96, recall 0.98 on "
+                                                      "our benchmark; 0.96: precision 0.99, recall 0.95)."),
     min_cosine: float = typer.Option(None, help="Deja-vu: nearest neighbours below this embedding cosine are not "
                                                 "verified (default 0.6)."),
     neighbours: int = typer.Option(None, help="Deja-vu: how many nearest neighbours are verified (default 2)."),

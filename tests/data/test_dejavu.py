@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from incasa.data import dejavu
 from incasa.data import dejavu_verify as dv
-from incasa.data.dejavu_train import TRANSFORMS
+from incasa.data.dejavu_train import TRANSFORMS, build_pairs, t_jitter, t_jitter_wide
 from tests.data.helpers import picture
 
 SKIN = {"light": (247, 222, 206), "medium": (198, 150, 110), "dark": (112, 78, 60)}
@@ -166,7 +166,7 @@ def test_a_mirrored_copy_is_aligned_against_the_mirrored_original_and_rotation_c
 
 def test_the_shipped_verifier_loads_and_a_wrong_version_is_refused(tmp_path):
     v = dv.load_verifier()
-    assert sum(p.numel() for p in v.net.parameters()) < 250_000  # a small file (< 1 MB)
+    assert sum(p.numel() for net in v.nets for p in net.parameters()) < 250_000  # a small file (< 1 MB)
     net = dv.make_net()
     bad = tmp_path / "v.safetensors"
     from safetensors.torch import save_file
@@ -183,3 +183,58 @@ def test_row_fields_round_trip_through_from_row():
     d, e = dejavu.from_row(row), dejavu.describe(im)
     assert d.phash == e.phash and d.phash_flip == e.phash_flip
     assert np.allclose(d.embedding, e.embedding) and np.array_equal(d.thumb, e.thumb)
+
+
+def test_the_training_jitter_reaches_past_the_benchmark_range_which_stays_as_it_was():
+    # on a flat grey picture contrast, saturation and hue change nothing: the mean is 100 x the brightness factor
+    grey = Image.new("RGB", (16, 16), (100, 100, 100))
+    mean = lambda tf, seed: float(np.asarray(tf(grey, random.Random(seed)), np.float32).mean())  # noqa: E731
+    bench = [mean(t_jitter, s) for s in range(60)]
+    wide = [mean(t_jitter_wide, s) for s in range(60)]
+    assert 69 <= min(bench) and max(bench) <= 131  # brightness 0.7-1.3: the benchmark's jitter is untouched
+    assert min(wide) < 65 and max(wide) > 135  # brightness 0.55-1.45
+
+
+def test_training_pairs_pair_each_copy_with_its_original_and_its_look_alikes():
+    images = [figure(skin, 3) for skin in SKIN] + [picture(30 + i) for i in range(5)]
+    pairs = build_pairs(images, 6, seed=0, progress=False, transforms={"jitter": t_jitter_wide})
+    n = len(pairs["label"])
+    assert pairs["query"].shape == (n, dejavu.THUMB, dejavu.THUMB, 3)
+    assert pairs["scalars"].shape == (n, len(dv.SCALAR_NAMES))
+    for q in np.unique(pairs["qid"]):
+        labels = pairs["label"][pairs["qid"] == q]
+        assert labels.sum() <= 1 and len(labels) <= 4  # one original at most among its 4 nearest
+    assert pairs["label"].sum() >= 5 and (pairs["label"] == 0).sum() >= 5  # the skin tones are each other's negatives
+
+
+def test_residual_statistics_tell_a_global_colour_change_from_a_recoloured_skin():
+    light = dejavu.thumbnail(figure("light", 4))
+    darker = (light.astype(np.float32) * 0.85 + 10).astype(np.uint8)  # a global change the colour fit undoes
+    medium = dejavu.thumbnail(figure("medium", 4))
+    stats = {name: dv.residual_statistics(*(np.stack([x]) for x in dv.pack(dv.align_pair(q, light), 1.0)[:4]))[0]
+             for name, q in (("copy", darker), ("sibling", medium))}
+    mean, top10, p99 = (dv.SCALAR_NAMES.index(n) - 7 for n in ("residual_mean", "residual_top10_share", "residual_p99"))
+    assert stats["copy"][mean] < 0.01 and stats["sibling"][mean] > 3 * stats["copy"][mean]
+    assert stats["sibling"][p99] > 0.1 > stats["copy"][p99]
+    assert 0.1 <= stats["sibling"][top10] <= 1.0  # a share of the energy
+    # pack carries them after the seven alignment scalars, in SCALAR_NAMES order
+    packed = dv.pack(dv.align_pair(medium, light), 0.9)
+    assert packed[4].shape == (len(dv.SCALAR_NAMES),) and np.allclose(packed[4][7:], stats["sibling"], atol=1e-6)
+
+
+def test_an_ensemble_file_round_trips_and_its_verdict_is_the_members_mean(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    nets = [dv.make_net(7).eval(), dv.make_net().eval()]
+    path = tmp_path / "v.safetensors"
+    dv.save_verifier(path, nets, {"command": "test"})
+    loaded = dv.load_verifier(path)
+    assert [n.num_scalars for n in loaded.nets] == [7, len(dv.SCALAR_NAMES)]
+    light = dejavu.thumbnail(figure("light", 4))
+    other = dejavu.thumbnail(picture(3))
+    packed = [dv.pack(dv.align_pair(light, light), 1.0), dv.pack(dv.align_pair(other, light), 0.7)]
+    members = [dv.Verifier((n,)).logit(packed) for n in nets]
+    assert np.allclose(loaded.logit(packed), np.mean(members, 0), atol=1e-5)
+    with pytest.raises(ValueError, match="num_scalars"):
+        dv.make_net(len(dv.SCALAR_NAMES) + 1)
