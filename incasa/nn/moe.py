@@ -8,8 +8,11 @@ How a token flows (DeepSeek-V3 style, as in torchtitan's MoE):
   2. Selection: the k experts with the highest `scores + bias`. The bias is a per-expert buffer that affects
      *selection only* -- the weights that scale the expert outputs come from the unbiased scores. This is
      auxiliary-loss-free load balancing: after every optimizer step `update_balance_bias` nudges the bias of
-     overloaded experts down and of underloaded experts up by a fixed rate (sign of the load error), so load
-     evens out without a loss term pulling against the language-modelling objective.
+     overloaded experts down and of underloaded experts up, so load evens out without a loss term pulling
+     against the language-modelling objective. Rules (`bias_step`): `sign` (DeepSeek-V3: a fixed step of the
+     sign of the load error, which dithers by +-rate for ever once balanced), `proportional` (the step follows
+     the relative error, clipped) and `adaptive` (sign steps whose size grows while an expert stays on one side
+     and halves when it crosses over, as Rprop does for weights: fast catch-up, little dither).
   3. Dispatch (dropless): the A assignments are sorted by expert, so each expert's tokens are one contiguous
      slice; one grouped matrix multiplication (`torch._grouped_mm`) runs all experts at once with per-expert
      offsets. Where grouped mm is unavailable for the device/dtype, a per-expert loop computes the same thing.
@@ -131,6 +134,7 @@ class MoE(nn.Module):
         self.register_buffer("expert_bias", torch.zeros(E))
         self.register_buffer("tokens_per_expert", torch.zeros(E), persistent=False)
         self.last_entropy = torch.zeros(())
+        self.balance_state: dict[str, torch.Tensor] = {}  # the bias controller's memory (see update_balance_bias)
 
     def route(self, x_ND: torch.Tensor):
         """-> (indices_Nk, weights_Nk, scores_NE, logits_NE); the bias enters the choice, never the weights."""
@@ -192,12 +196,74 @@ def sequence_balance_loss(idx_BLk: torch.Tensor, scores_BLE: torch.Tensor) -> to
     return (f * P).sum(-1).mean()
 
 
-@torch.no_grad()
-def update_balance_bias(model: nn.Module, rate: float) -> dict[str, float]:
-    """After an optimizer step: bias += rate * sign(mean load - load) in every MoE layer, then empty the counters.
+BIAS_RULES = ("sign", "proportional", "adaptive")
+ADAPT_UP, ADAPT_DOWN = 1.2, 0.5  # adaptive: grow the step on a repeated sign, halve it on a flip
 
-    Returns the load statistics of the step (max/mean over experts, worst layer and mean over layers) and the
-    mean router entropy, for the metrics log."""
+
+def bias_step(load_E: torch.Tensor, rate: float, rule: str = "sign", band: float = 0.1,
+              state: dict[str, torch.Tensor] | None = None, floor: float = 0.1) -> torch.Tensor:
+    """The bias change for one layer from its load (assignments per expert, or any positive load estimate).
+
+    sign          rate * sign(mean - load): DeepSeek-V3's rule. The step never shrinks, so an expert near its
+                  share flips between over and under every step and its bias dithers by +-rate for ever.
+    proportional  rate * clamp((mean - load) / (band * mean), -1, 1): the full step while an expert is off by more
+                  than `band` of the mean, a step proportional to the error inside it. Converges where the load is
+                  not too sensitive to the bias (gain rate/band times that sensitivity below 2); oscillates where
+                  it is, and the sensitivity is a property of the router that changes during training.
+    adaptive      sign steps with a per-expert step size, as Rprop does for weights: x1.2 while the sign of the
+                  error repeats (the bias lags: catch up), x0.5 when it flips (it overshot or only noise is left:
+                  settle), kept within [floor * rate, rate]. Needs no knowledge of the sensitivity; `state` holds
+                  the step sizes and last signs between calls (created on the first call). The floor matters: a
+                  batch's content flips the sign at random, and random flips shrink the step (x0.6 per pair), so
+                  with floor 0.01 the step sat at the floor and the bias lagged the training router
+                  (benchmarks/text_balance.py); 0.1 keeps DeepSeek-V3's 1e-3 as the settled step for rate 1e-2.
+    The proportional and adaptive steps are centred (zero mean): top-k of scores + bias ignores a uniform shift,
+    and a centred bias stays readable; `sign` is kept exactly as DeepSeek-V3 (and the shipped default) had it."""
+    if rule not in BIAS_RULES:
+        raise ValueError(f"bias update rule must be one of {', '.join(BIAS_RULES)}, got {rule!r}")
+    mean = load_E.mean()
+    if rule == "sign":
+        return rate * torch.sign(mean - load_E)
+    if rule == "proportional":
+        if band <= 0:
+            raise ValueError(f"band must be > 0, got {band}")
+        step = rate * ((mean - load_E) / (band * mean.clamp_min(1e-20))).clamp(-1.0, 1.0)
+        return step - step.mean()
+    if state is None:
+        raise ValueError("the adaptive rule needs a state dict to keep its step sizes in")
+    sign = torch.sign(mean - load_E)
+    size = state.get("step")
+    if size is None:
+        size = torch.full_like(load_E, rate, dtype=torch.float32)
+    else:
+        repeat = sign * state["sign"]
+        size = torch.where(repeat > 0, size * ADAPT_UP, torch.where(repeat < 0, size * ADAPT_DOWN, size))
+        size = size.clamp(floor * rate, rate)
+    state["step"], state["sign"] = size, sign
+    step = size * sign
+    return step - step.mean()
+
+
+@torch.no_grad()
+def update_balance_bias(model: nn.Module, rate: float, rule: str = "sign", band: float = 0.1,
+                        load_ema: float = 0.0, floor: float = 0.1) -> dict[str, float]:
+    """After an optimizer step: move the selection bias of every MoE layer toward even load (see `bias_step`),
+    then empty the counters.
+
+    load_ema > 0 steers by an exponential moving average of each expert's share of the load (decay `load_ema`)
+    instead of the last step's load alone: less noise from one batch, more lag (with `adaptive` the lag makes the
+    step grow while the load has already crossed over: it oscillated on the skewed toy of the tests; don't
+    combine them). The controller's state (the EMA, the adaptive step sizes) lives in each layer's
+    `balance_state` dict -- an attribute, not a buffer, so the model's state_dict and checkpoints stay as they
+    were; `balance_state_dict` / `load_balance_state` carry it through a training checkpoint. Returns the load
+    statistics of the step (max/mean over experts, worst layer and mean over layers) and the mean router
+    entropy, for the metrics log."""
+    if rule not in BIAS_RULES:
+        raise ValueError(f"bias update rule must be one of {', '.join(BIAS_RULES)}, got {rule!r}")
+    if not 0.0 <= load_ema < 1.0:
+        raise ValueError(f"load_ema must be in [0, 1), got {load_ema}")
+    if not 0.0 < floor <= 1.0:
+        raise ValueError(f"floor must be in (0, 1], got {floor}")
     ratios, entropies = [], []
     for m in model.modules():
         if isinstance(m, MoE):
@@ -206,10 +272,32 @@ def update_balance_bias(model: nn.Module, rate: float) -> dict[str, float]:
                 continue
             ratios.append(float(load.max() / load.mean()))
             entropies.append(float(m.last_entropy))
+            steer = load
+            if load_ema > 0:
+                share = load / load.sum()
+                prev = m.balance_state.get("share_ema")
+                steer = share if prev is None else load_ema * prev + (1.0 - load_ema) * share
+                m.balance_state["share_ema"] = steer
             if rate > 0:
-                m.expert_bias += rate * torch.sign(load.mean() - load)
+                m.expert_bias += bias_step(steer, rate, rule, band, m.balance_state, floor)
             load.zero_()
     if not ratios:
         return {}
     return {"load_max_over_mean": max(ratios), "load_max_over_mean_avg": sum(ratios) / len(ratios),
             "router_entropy": sum(entropies) / len(entropies)}
+
+
+def balance_state_dict(model: nn.Module) -> dict[str, list[float]]:
+    """The balancing controller's state of every MoE layer as JSON-ready lists (float32 values survive exactly)."""
+    return {f"{name}.{key}": t.tolist() for name, m in model.named_modules() if isinstance(m, MoE)
+            for key, t in m.balance_state.items()}
+
+
+def load_balance_state(model: nn.Module, state: dict[str, list[float]]) -> None:
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, MoE)}
+    for full, values in state.items():
+        name, key = full.rsplit(".", 1)
+        if name not in layers:
+            raise ValueError(f"balance state names layer {name!r}, which this model does not have")
+        layers[name].balance_state[key] = torch.tensor(values, dtype=torch.float32,
+                                                       device=layers[name].expert_bias.device)

@@ -108,7 +108,13 @@ def train_text(
     weight_decay: float = typer.Option(0.1, "--weight-decay"),
     ema_decay: float = typer.Option(0.99, "--ema-decay", help="EMA of the weights; the EMA is exported."),
     bias_update_rate: float = typer.Option(1e-2, "--bias-update-rate",
-                                           help="Auxiliary-loss-free balancing: bias step per optimizer step."),
+                                           help="Auxiliary-loss-free balancing: bias step per optimizer step "
+                                                "(the largest step for proportional and adaptive)."),
+    bias_update_rule: str = typer.Option("sign", "--bias-update-rule",
+                                         help="How the balance bias moves: sign (a fixed step, DeepSeek-V3), "
+                                              "proportional (step follows the load error) or adaptive (sign steps "
+                                              "that grow while an expert stays off balance and halve when it "
+                                              "crosses: fast catch-up, little dither)."),
     balance_loss_weight: Optional[float] = typer.Option(None, "--balance-loss-weight",
                                                         help="Sequence-level balance loss weight (default: preset)."),
     z_loss_weight: Optional[float] = typer.Option(None, "--z-loss-weight",
@@ -129,11 +135,14 @@ def train_text(
         fail("--steps and --batch-size must be positive and --seq-len at least 8")
     if bias_update_rate < 0:
         fail("--bias-update-rate must be >= 0")
+    if bias_update_rule not in ("sign", "proportional", "adaptive"):
+        fail(f"--bias-update-rule must be sign, proportional or adaptive, got {bias_update_rule!r}")
     if max_minutes < 0:
         fail("--max-minutes must be >= 0")
     cfg = TrainConfig(data=str(data), out=str(out), preset=preset, vocab_size=vocab_size, seq_len=seq_len, steps=steps,
                       batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, ema_decay=ema_decay,
-                      bias_update_rate=bias_update_rate, balance_loss_weight=balance_loss_weight,
+                      bias_update_rate=bias_update_rate, bias_update_rule=bias_update_rule,
+                      balance_loss_weight=balance_loss_weight,
                       z_loss_weight=z_loss_weight, eval_every=eval_every, ckpt_every=ckpt_every, seed=seed,
                       device=device, compile=compile, max_minutes=max_minutes)
     try:

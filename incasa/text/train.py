@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from incasa import __version__
-from incasa.nn.moe import update_balance_bias
+from incasa.nn.moe import BIAS_RULES, balance_state_dict, load_balance_state, update_balance_bias
 from incasa.text.data import doc_text, is_validation, load_documents, pack
 from incasa.text.moe_lm import PRESETS, MoELM, count_params
 from incasa.text.tokenizer import load_tokenizer, train_tokenizer
@@ -61,6 +61,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99
     bias_update_rate: float = 1e-2  # balancing step; DeepSeek-V3 uses 1e-3 over far longer runs than ours
+    bias_update_rule: str = "sign"  # sign (DeepSeek-V3) | proportional | adaptive (incasa.nn.moe.bias_step)
+    bias_update_band: float = 0.1  # proportional: relative load error that gets the full step
+    bias_load_ema: float = 0.0  # > 0: steer by an EMA of the load (this decay) instead of the last step's
+    bias_update_floor: float = 0.1  # adaptive: the smallest step, as a fraction of bias_update_rate
     balance_loss_weight: float | None = None  # None = the preset's value
     z_loss_weight: float | None = None
     tokenizer_chars: int = 20_000_000  # text sampled to learn the BPE merges
@@ -157,6 +161,8 @@ def evaluate(model, ids, mask, cfg: TrainConfig, device) -> float:
 def train(cfg: TrainConfig, *, console=None) -> dict:
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    if cfg.bias_update_rule not in BIAS_RULES:
+        raise ValueError(f"unknown bias update rule {cfg.bias_update_rule!r}; choose from {', '.join(BIAS_RULES)}")
     device = _device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,6 +196,7 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
         if prev["lm"] != meta["lm"] or prev["data_version"] != data_version:
             raise ValueError(f"{state_path} was trained with another model or data; use a new --out folder")
         prev = load_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen})
+        load_balance_state(model, prev.get("balance_state", {}))  # the bias controller's memory (adaptive, EMA)
         step = prev["step"]
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if step else None)
     compiled = torch.compile(model) if cfg.compile else model
@@ -213,7 +220,8 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
             (ce + aux).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            router = update_balance_bias(model, cfg.bias_update_rate)
+            router = update_balance_bias(model, cfg.bias_update_rate, cfg.bias_update_rule, cfg.bias_update_band,
+                                         cfg.bias_load_ema, cfg.bias_update_floor)
             ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
             for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):  # the balance biases are buffers
                 b_ema.copy_(b)
@@ -236,7 +244,7 @@ def train(cfg: TrainConfig, *, console=None) -> dict:
                 progress.console.print(f"step {step}: val loss {val:.3f}")
             if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 save_training_state(state_path, model=model, ema=ema, optimizer=opt, generators={"train": gen},
-                                    metadata={**meta, "step": step})
+                                    metadata={**meta, "step": step, "balance_state": balance_state_dict(model)})
             if out_of_time:
                 progress.console.print(f"stopping at step {step}: --max-minutes {cfg.max_minutes} reached")
                 break
