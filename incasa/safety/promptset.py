@@ -50,6 +50,12 @@ for those categories in every language, shared-word benign ones beside them (off
 newspaper layout template, food slang, a job candidate) and ordinary chat and tool requests. Five rows per core, in
 the fourth round's frames; training only, so the test rows are still byte for byte those of the first round.
 
+Seventh round (`data/seeds7_<lang>.json`): the sixth round's gains on read development sets did not carry over to a
+sealed set by another author outside English, so this round adds breadth in Italian, Spanish, French and German:
+new concepts in seven hard categories (all but minors_sexual, which was already at 96-100 %) written natively in
+each language (local names, slang, compounds, elision), with shared-word benign near-misses beside them, and a small
+English batch for the categories that slipped. Same mechanism: five rows per core, training only.
+
 The evaluation-only sets `FRESH_FILES` are never part of this build (a test checks that none of their prompts is
 in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
 `FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
@@ -163,11 +169,11 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # Later rounds (`seeds<n>_<lang>.json`): new concepts for the categories that were still weak, training only. Each
 # file holds some of ROUND4_SECTIONS (and no frames: its cores use the fourth round's); the letter names its cores
 # ("self_harm/s3") so that every round's rows can be told apart.
-LATER_ROUNDS = {5: "p", 6: "s"}
+LATER_ROUNDS = {5: "p", 6: "s", 7: "v"}
 
 
 def load_later_round(number: int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
-    """The seeds of round `number` (5, 6): per language, a dict of section -> cores, every section known."""
+    """The seeds of round `number` (5, 6, 7): per language, a dict of section -> cores, every section known."""
     if number not in LATER_ROUNDS:
         raise ValueError(f"no round {number}; the later rounds are {sorted(LATER_ROUNDS)}")
     seeds = {}
@@ -316,7 +322,7 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
                 tricky = section in ("benign_tricky", ADULT)
                 for index, core in enumerate(round4[lang][section]):
                     rows += _expand_diverse(lang, section, label, tricky, f"r{index}", core, own, foreign)
-            # Fifth and sixth rounds: the same five rows per core, in the fourth round's frames.
+            # Fifth, sixth and seventh rounds: the same five rows per core, in the fourth round's frames.
             for number, letter in LATER_ROUNDS.items():
                 for section, cores in later[number][lang].items():
                     label = section if section in (*HARD_CATEGORIES, ADULT) else BENIGN

@@ -141,9 +141,9 @@ def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
 
 
 def test_later_rounds_are_new_concepts_and_training_only():
-    """seeds5/seeds6 (`load_later_round`): new concepts for the weak categories, none a copy of an earlier core of the
-    same language, five training rows each; the sixth round covers deepfakes, election/news and self-harm in every
-    language, with shared-word benign concepts beside them."""
+    """seeds5/seeds6/seeds7 (`load_later_round`): new concepts for the weak categories, none a copy of an earlier core
+    of the same language, five training rows each; the sixth round covers deepfakes, election/news and self-harm in
+    every language, the seventh seven hard categories in it/es/fr/de, with shared-word benign concepts beside them."""
     from incasa.safety.promptset import LATER_ROUNDS, ROUND4_SECTIONS, load_later_round, load_round4, load_seeds
 
     seeds, fourth = load_seeds(), load_round4()
@@ -157,6 +157,11 @@ def test_later_rounds_are_new_concepts_and_training_only():
             for cores in (value, *(value.values() if isinstance(value, dict) else ())):
                 if isinstance(cores, list):
                     earlier.update(normalize(c) for c in cores)
+        if lang != "en":  # the seventh round: breadth in every hard category but minors_sexual, written natively
+            seventh = later[7][lang]
+            hard = [c for c in HARD_CATEGORIES if c != "minors_sexual"]
+            assert all(len(seventh.get(c, [])) >= 10 for c in hard), lang
+            assert len(seventh["benign_tricky"]) >= 60 and len(seventh["benign"]) >= 8, lang
         new = [normalize(c) for n in LATER_ROUNDS for cores in later[n][lang].values() for c in cores]
         assert len(new) == len(set(new)) and not set(new) & earlier, lang
     letters = tuple(LATER_ROUNDS.values())
@@ -180,5 +185,5 @@ def test_a_later_round_with_an_unknown_section_is_refused(tmp_path):
     (tmp_path / "seeds6_fr.json").write_text(json.dumps(bad), encoding="utf-8")
     with pytest.raises(ValueError, match="self_harrm"):
         load_later_round(6, tmp_path)
-    with pytest.raises(ValueError, match="no round 7"):
-        load_later_round(7, tmp_path)
+    with pytest.raises(ValueError, match="no round 8"):
+        load_later_round(8, tmp_path)
