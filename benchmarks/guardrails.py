@@ -34,6 +34,8 @@ Sets:
 - fresh6_eval.jsonl (sixth fresh set, 650 prompts: per language 10 per hard category, 35 shared-word and 15
   ordinary benign, each language written separately): written and sealed the same way while the sixth round was
   made (promptset.FRESH6_SHA256), scored once after it with `--extra-eval`; built in since;
+- fresh7_eval.jsonl (seventh fresh set, same shape as fresh6, all eight categories equally broad in every language):
+  sealed while the seventh round was made (promptset.FRESH7_SHA256), scored once after it; built in since;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -67,7 +69,7 @@ from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
-                                    FRESH6_SHA256, LANGUAGES, load_prompt_set)
+                                    FRESH6_SHA256, FRESH7_SHA256, LANGUAGES, load_prompt_set)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh4 = load_frozen(DATA_DIR / "fresh4_eval.jsonl", FRESH4_SHA256, "fresh4_eval.jsonl")
     fresh5 = load_frozen(DATA_DIR / "fresh5_eval.jsonl", FRESH5_SHA256, "fresh5_eval.jsonl")
     fresh6 = load_frozen(DATA_DIR / "fresh6_eval.jsonl", FRESH6_SHA256, "fresh6_eval.jsonl")
+    fresh7 = load_frozen(DATA_DIR / "fresh7_eval.jsonl", FRESH7_SHA256, "fresh7_eval.jsonl")
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -223,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         "fresh6": evaluate(fresh6, full),
         "fresh6_lexicon_only": evaluate(fresh6, lexicon_only),
         "fresh6_classifier_only": evaluate(fresh6, classifier_only),
+        "fresh7": evaluate(fresh7, full),
+        "fresh7_lexicon_only": evaluate(fresh7, lexicon_only),
+        "fresh7_classifier_only": evaluate(fresh7, classifier_only),
     }
     if extra is not None:
         results["extra"] = evaluate(extra, full)
@@ -241,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", *(("extra",) if extra is not None else ()))
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7",
+              *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
         counts = result["red_team_counts"]
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6",
+    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7",
                  *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
@@ -328,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
         "fresh4_sha256": FRESH4_SHA256,
         "fresh5_sha256": FRESH5_SHA256,
         "fresh6_sha256": FRESH6_SHA256,
+        "fresh7_sha256": FRESH7_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,

@@ -99,22 +99,26 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     import json
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
-                                         FRESH_FILES)
+                                         FRESH7_SHA256, FRESH_FILES)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
     assert hashlib.sha256(FRESH_FILES[3].read_bytes()).hexdigest() == FRESH4_SHA256
     assert hashlib.sha256(FRESH_FILES[4].read_bytes()).hexdigest() == FRESH5_SHA256
     assert hashlib.sha256(FRESH_FILES[5].read_bytes()).hexdigest() == FRESH6_SHA256
+    assert hashlib.sha256(FRESH_FILES[6].read_bytes()).hexdigest() == FRESH7_SHA256
     trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
     # fresh5 was written independently after these training prompts existed; three short common phrasings came out
     # identical to obfuscated training copies (an orca jumping out of the water in it/fr; one Spanish red-team
     # prompt). They are counted as they are and listed in data/README.md; no new overlap may appear.
     known = {"fresh5-it-benign-13", "fresh5-fr-benign-13", "fresh5-es-non_consensual_sexual-1"}
+    # fresh7 and the seventh round's data were written at the same time by two authors who never saw each other's
+    # work; one German prompt came out word for word the same (an anthrax infographic). Scored as it is.
+    known7 = {"fresh7-de-mass_harm_weapons-4"}
     for path in FRESH_FILES:
         fresh = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         overlap = {r["id"] for r in fresh if normalize(r["text"]) in trained}
-        assert fresh and overlap == (known if path.name == "fresh5_eval.jsonl" else set())
+        assert fresh and overlap == {"fresh5_eval.jsonl": known, "fresh7_eval.jsonl": known7}.get(path.name, set())
 
 
 def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
