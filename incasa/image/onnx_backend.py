@@ -202,7 +202,7 @@ def export_onnx(checkpoint: str | Path | None, out: str | Path, *, external_data
         if pipe.autoencoder is not None:  # latent checkpoint: the decoder as well (dynamic batch, fixed size)
             z = torch.randn(B, cfg.in_channels, h, w, generator=g)
             with torch.no_grad():
-                dec = torch.onnx.export(_Decode(pipe.autoencoder), (z,), dynamo=True, input_names=["z"],
+                dec = torch.onnx.export(_Decode(pipe.autoencoder).eval(), (z,), dynamo=True, input_names=["z"],
                                         output_names=["x"], dynamic_shapes=({0: batch},), verbose=False)
             dec.save(str(tmp / DECODER_FILE))
         meta = {"kind": "incasa-image-dit-onnx", "dit": vars(cfg), "image_size": [h, w], "name": pipe.name,
