@@ -44,8 +44,8 @@ STRONG_SCORE = 1.0
 PAIR_SCORE = 0.95
 WEAK_SCORE = 0.55
 
-# "12 year old", "12yo", "12 jahrigen", "di 12 anni", "de 12 anos", "de 12 ans" (after normalize()).
-_AGE = re.compile(r"\b(\d{1,2}) ?(?:yo|y o|yr|yrs|year|years|jahr\w*|jahrig\w*|anni|anno|anos|ano|ans|an)\b")
+# "12 year old", "12yo", "12 jahrigen", "14 J.", "di 12 anni", "de 12 anos", "de 12 ans" (after normalize()).
+_AGE = re.compile(r"\b(\d{1,2}) ?(?:yo|y o|yr|yrs|year|years|jahr\w*|jahrig\w*|j|anni|anno|anos|ano|ans|an)\b")
 # ... and an age stated about a person without a unit: "she's 15", "aged 12", "sie ist 14", "ella tiene 13".
 # Not "only 10" or "just 12": those are as often prices and counts.
 _AGE_STATED = re.compile(r"\b(?:she s|he s|she is|he is|aged|sie ist|er ist|ella tiene|el tiene) (\d{1,2})\b")
