@@ -84,12 +84,16 @@ class Pipeline:
         return torch.cat([self.autoencoder.decode(z) for z in x_BCHW.split(1)]).clamp(-1, 1)
 
     def attention(self):
-        """Context for sampling: the measured fastest SDPA kernel, if one was chosen."""
+        """Context for sampling: the measured fastest SDPA kernel first, if one was chosen, and the others after it.
+
+        Not the fastest alone: it was timed without a mask, and under guidance the [uncond; cond] text is padded, so
+        the mask flash kernels cannot take is there; PyTorch then falls through to the next kernel in the order."""
         if self.sdpa_backend is None:
             return contextlib.nullcontext()
-        from torch.nn.attention import sdpa_kernel
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel([self.sdpa_backend])
+        rest = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+        return sdpa_kernel([self.sdpa_backend, *(b for b in rest if b != self.sdpa_backend)], set_priority=True)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -128,8 +132,10 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto", *,
     if scaled:  # piece by piece from the file: never the whole float32 model in memory
         from incasa.image.scale import InferenceDiT, load_dit
 
+        # FP8 GEMMs take bf16 activations (torchao's dynamic scaling), so --fp8 alone means bf16 around them
+        compute = torch.bfloat16 if fp8 is not None and dtype == "float32" else DTYPES[dtype]
         autoencoder = split_checkpoint(_autoencoder_tensors(path), meta)[1]
-        model = InferenceDiT(load_dit(cfg, weights=path, device=dev, dtype=DTYPES[dtype], fp8=fp8), DTYPES[dtype])
+        model = InferenceDiT(load_dit(cfg, weights=path, device=dev, dtype=compute, fp8=fp8), compute)
     else:
         tensors, meta = read_file(path)
         dit_tensors, autoencoder = split_checkpoint(tensors, meta)
@@ -151,7 +157,7 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "auto", *,
         h, w = sample_size(meta)
         seq = (h // cfg.patch_size) * (w // cfg.patch_size) + 32  # image tokens + a typical prompt
         backend, _ = fastest_sdpa_backend(10, cfg.num_heads, seq, cfg.width // cfg.num_heads, device=dev,
-                                          dtype=DTYPES[dtype] if dtype != "float32" else torch.bfloat16)
+                                          dtype=model.dtype if scaled else torch.float32)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
     name = meta.get("name") or f"incasa-{meta.get('preset', 'dit')}"
     return Pipeline(model, encoder, meta, dev, name, digest,

@@ -185,3 +185,19 @@ def test_distilling_a_latent_teacher_gives_a_latent_student(latent_run, tmp_path
     assert Image.open(tmp_path / "s" / "samples" / "step_0000003.png").size[1] == rows * 32 * 2
     student = load_pipeline(tmp_path / "s" / "model.safetensors", device="cpu")
     assert generate_images("a red square", n=1, pipeline=student)[0].size == (32, 32)
+
+
+def test_chosen_attention_kernel_falls_through_for_masked_text():
+    """The fastest kernel is timed without a mask; under guidance the padded text needs one (flash takes none)."""
+    from torch.nn.attention import SDPBackend
+    from torch.nn.functional import scaled_dot_product_attention
+
+    from incasa.image.generate import Pipeline
+
+    pipe = Pipeline(None, None, {"image_size": [8, 8]}, torch.device("cpu"), "x", "0", None,
+                    SDPBackend.FLASH_ATTENTION)
+    q = torch.randn(2, 2, 5, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[True] * 4 + [False]] * 2)[:, None, None, :]
+    with pipe.attention():
+        out = scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    assert torch.allclose(out, scaled_dot_product_attention(q, q, q, attn_mask=mask), atol=1e-6)
