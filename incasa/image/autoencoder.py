@@ -118,14 +118,18 @@ def psnr(x_hat, x) -> float:
     return 10 * np.log10(4.0 / max(mse, 1e-12))
 
 
+def from_config(cfg: dict) -> Autoencoder:
+    """An untrained Autoencoder from the config a checkpoint's metadata stores (JSON: mults as a list)."""
+    return Autoencoder(AEConfig(**{**cfg, "mults": tuple(cfg["mults"])}))
+
+
 def load_autoencoder(path: str | Path, device: str = "cpu") -> Autoencoder:
     from incasa.train.checkpoint import read_file
 
     tensors, meta = read_file(Path(path))
     if meta.get("kind") != "incasa-autoencoder":
         raise ValueError(f"{path} is not an incasa autoencoder (kind={meta.get('kind')!r})")
-    cfg = meta["ae"]
-    ae = Autoencoder(AEConfig(**{**cfg, "mults": tuple(cfg["mults"])}))
+    ae = from_config(meta["ae"])
     ae.load_state_dict({k: v.float() for k, v in tensors.items()})
     return ae.to(device).eval().requires_grad_(False)
 

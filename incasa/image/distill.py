@@ -57,7 +57,7 @@ from incasa.image.latent import checkpoint_tensors, sample_size, split_checkpoin
 from incasa.image.text_encoder import load_text_encoder
 from incasa.image.train import _device, cached_caption_features, gather_cond, save_grid
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
-                                     save_training_state)
+                                     save_training_state, save_weights)
 from incasa.train.ema import ema_decay_at, ema_update
 from incasa.train.metrics import MetricsLog, plot_curve
 from incasa.train.schedule import lr_at
@@ -406,8 +406,7 @@ def distill(cfg: DistillConfig, *, console=None, encoder=None) -> dict:
         last_val = fewstep_mse(ema.eval(), z_val, x_val, val_cond)
     result_meta = {**meta, "step": step, "val": last_val, "pair_seconds": round(pair_seconds, 2),
                    "train_seconds": round(time.time() - t0, 2)}
-    weights = {k: v.half() for k, v in ema.state_dict().items()} | checkpoint_tensors(ae)  # + the autoencoder
-    save_file_atomic(weights, out / "model.safetensors", result_meta)
+    save_weights(ema, out / "model.safetensors", result_meta, extra=checkpoint_tensors(ae))
     plot_curve(out / "metrics.jsonl", out / "curve.png", title="incasa image reflow student: loss on teacher pairs")
     return {"step": step, "finished": step >= cfg.steps, "losses": [float(v) for v in losses], "val": last_val,
             "out": str(out), "pairs": total, "pair_seconds": pair_seconds}

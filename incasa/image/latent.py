@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from incasa.image.autoencoder import AEConfig, Autoencoder
+from incasa.image.autoencoder import Autoencoder, from_config, load_autoencoder
 from incasa.image.dit import DiTConfig
 from incasa.train.checkpoint import read_file, read_metadata, save_file_atomic
 
@@ -41,18 +41,16 @@ def load_frozen(path: str | Path, device: torch.device) -> tuple[Autoencoder, di
     """The autoencoder of `incasa train autoencoder` (its model.safetensors), frozen, and the facts a DiT checkpoint
     records about it. A clear error for a DiT checkpoint, a training state or a missing file."""
     path = Path(path)
-    tensors, meta = read_file(path)
+    meta = read_metadata(path)
     if meta.get("kind") != "incasa-autoencoder":
         raise ValueError(f"{path} is not an autoencoder from `incasa train autoencoder` (kind={meta.get('kind')!r})")
     if "optim_param_groups" in meta:
         raise ValueError(f"{path} is a resumable training state; use {path.parent / 'model.safetensors'}")
-    cfg = AEConfig(**{**meta["ae"], "mults": tuple(meta["ae"]["mults"])})
-    ae = Autoencoder(cfg)
-    ae.load_state_dict({k: v.float() for k, v in tensors.items()})
-    info = {"ae": asdict(cfg), "scale": float(ae.scale), "factor": ae.factor,
+    ae = load_autoencoder(path, device)
+    info = {"ae": asdict(ae.cfg), "scale": float(ae.scale), "factor": ae.factor,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:10]}
     info = json.loads(json.dumps(info))  # as a checkpoint's metadata reads back (tuples become lists): comparable
-    return ae.to(device).eval().requires_grad_(False), info
+    return ae, info
 
 
 def model_config(mcfg: DiTConfig, info: dict | None, pixel_size: tuple[int, int]) -> tuple[DiTConfig, tuple[int, int]]:
@@ -122,7 +120,7 @@ def split_checkpoint(tensors: dict[str, torch.Tensor], meta: dict) -> tuple[dict
         if len(dit) != len(tensors):
             raise ValueError("the checkpoint holds autoencoder weights but no autoencoder config")
         return dit, None
-    ae = Autoencoder(AEConfig(**{**info["ae"], "mults": tuple(info["ae"]["mults"])}))
+    ae = from_config(info["ae"])
     try:
         ae.load_state_dict({k[len(PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(PREFIX)})
     except RuntimeError as e:

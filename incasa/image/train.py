@@ -31,7 +31,7 @@ from incasa.image.dit import PRESETS, DiT
 from incasa.image.flow import rf_loss, sample
 from incasa.image.text_encoder import load_text_encoder
 from incasa.train.checkpoint import (load_training_state, read_file, read_metadata, save_file_atomic,
-                                     save_training_state)
+                                     save_training_state, save_weights)
 from incasa.train.ema import ema_decay_at, ema_update
 from incasa.train.metrics import MetricsLog, plot_curve
 from incasa.train.schedule import lr_at
@@ -255,7 +255,7 @@ def train(cfg: TrainConfig, *, console=None, encoder=None) -> dict:
                                     metadata={**meta, "step": step})
             if out_of_time:  # a later run with the same --out resumes from here
                 break
-    weights = {k: v.half() for k, v in ema.state_dict().items()} | latent.checkpoint_tensors(ae)
-    save_file_atomic(weights, out / "model.safetensors", {**meta, "step": step, "sample_prompts": probe})
+    save_weights(ema, out / "model.safetensors", {**meta, "step": step, "sample_prompts": probe},
+                 extra=latent.checkpoint_tensors(ae))
     plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"incasa image {cfg.preset}: rectified-flow loss")
     return {"step": step, "losses": [float(v) for v in losses], "out": str(out)}

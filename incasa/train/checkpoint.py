@@ -61,8 +61,10 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict, dtype=torch.float16) -> None:
-    save_file_atomic({k: v.to(dtype) for k, v in model.state_dict().items()}, path, metadata)
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict, dtype=torch.float16,
+                 extra: dict[str, torch.Tensor] | None = None) -> None:
+    """The model's weights in `dtype`, plus `extra` tensors as they are (e.g. a latent DiT's autoencoder)."""
+    save_file_atomic({k: v.to(dtype) for k, v in model.state_dict().items()} | (extra or {}), path, metadata)
 
 
 def save_training_state(path, *, model, ema, optimizer, generators: dict[str, torch.Generator], metadata: dict):
