@@ -2,6 +2,7 @@
 
     python benchmarks/guardrails.py            # ~15 s on 2 CPU cores
     python benchmarks/guardrails.py --extra-eval FILE.jsonl --extra-sha256 HEX   # also score a frozen set
+    python benchmarks/guardrails.py --classifier OTHER.safetensors --out NAME     # score another classifier file
 
 Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (incl. shared-word prompts such
 as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
@@ -36,6 +37,8 @@ Sets:
   made (promptset.FRESH6_SHA256), scored once after it with `--extra-eval`; built in since;
 - fresh7_eval.jsonl (seventh fresh set, same shape as fresh6, all eight categories equally broad in every language):
   sealed while the seventh round was made (promptset.FRESH7_SHA256), scored once after it; built in since;
+- fresh8_eval.jsonl (eighth fresh set, same shape): sealed while the eighth round (word meaning as features, not
+  kept) was tried (promptset.FRESH8_SHA256), scored once on the shipped guardrail; built in since;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -69,7 +73,7 @@ from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
-                                    FRESH6_SHA256, FRESH7_SHA256, LANGUAGES, load_prompt_set)
+                                    FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, LANGUAGES, load_prompt_set)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,6 +165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the prompt guardrail (see the module docstring).")
     parser.add_argument("--extra-eval", type=Path, help="a frozen JSONL set to score as well (id, text, lang, label)")
     parser.add_argument("--extra-sha256", help="the sha256 the --extra-eval file must have (refused otherwise)")
+    parser.add_argument("--classifier", type=Path,
+                        help="score this classifier file instead of the policy's (e.g. a candidate from an experiment)")
+    parser.add_argument("--out", default="guardrails", help="result name under benchmarks/results/ (NAME.json)")
     args = parser.parse_args(argv)
     if (args.extra_eval is None) != (args.extra_sha256 is None):
         parser.error("--extra-eval and --extra-sha256 go together")
@@ -171,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console(width=140)
     policy = load_policy()
+    if args.classifier is not None:
+        if not args.classifier.is_file():
+            raise SystemExit(f"--classifier: no file at {args.classifier}")
+        policy = dataclasses.replace(policy, classifier_path=str(args.classifier))
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
     held_out = [r for r in load_prompt_set() if r["split"] == "test"]
     fresh = [json.loads(line) for line in (DATA_DIR / "fresh_eval.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh5 = load_frozen(DATA_DIR / "fresh5_eval.jsonl", FRESH5_SHA256, "fresh5_eval.jsonl")
     fresh6 = load_frozen(DATA_DIR / "fresh6_eval.jsonl", FRESH6_SHA256, "fresh6_eval.jsonl")
     fresh7 = load_frozen(DATA_DIR / "fresh7_eval.jsonl", FRESH7_SHA256, "fresh7_eval.jsonl")
+    fresh8 = load_frozen(DATA_DIR / "fresh8_eval.jsonl", FRESH8_SHA256, "fresh8_eval.jsonl")
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -229,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
         "fresh7": evaluate(fresh7, full),
         "fresh7_lexicon_only": evaluate(fresh7, lexicon_only),
         "fresh7_classifier_only": evaluate(fresh7, classifier_only),
+        "fresh8": evaluate(fresh8, full),
+        "fresh8_lexicon_only": evaluate(fresh8, lexicon_only),
+        "fresh8_classifier_only": evaluate(fresh8, classifier_only),
     }
     if extra is not None:
         results["extra"] = evaluate(extra, full)
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7",
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8",
               *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
@@ -280,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7",
+    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8",
                  *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
@@ -336,11 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         "fresh5_sha256": FRESH5_SHA256,
         "fresh6_sha256": FRESH6_SHA256,
         "fresh7_sha256": FRESH7_SHA256,
+        "fresh8_sha256": FRESH8_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,
             "warn_threshold": policy.warn_threshold,
             "classifier_thresholds": model.thresholds,
+            "classifier_file": Path(policy.classifier_path).name,
         },
         "latency": latency,
         "repository_strings": {
@@ -352,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         **({"extra_eval": {"path": str(args.extra_eval), "sha256": args.extra_sha256.lower()}} if extra else {}),
         **results,
     }
-    path = write_result("guardrails", payload)
+    path = write_result(args.out, payload)
     print(f"wrote {path}")
 
 

@@ -60,7 +60,8 @@ The evaluation-only sets `FRESH_FILES` are never part of this build (a test chec
 in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
 `FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
 sealed outside the repository while the fourth round was made, and scored once after it was finished; the fifth
-(`FRESH5_SHA256`) the same way for the fifth round, and the sixth (`FRESH6_SHA256`) for the sixth, and the seventh (`FRESH7_SHA256`) for the seventh.
+(`FRESH5_SHA256`) the same way for the fifth round, and the sixth (`FRESH6_SHA256`) for the sixth, and the seventh (`FRESH7_SHA256`) for the seventh;
+the eighth (`FRESH8_SHA256`) measured the eighth round, which added no data (word meaning as features, not kept).
 
 The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
 frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
@@ -82,7 +83,7 @@ PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
 # scored once, by the shipped guardrail, with no change made after.
 FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl",
                DATA_DIR / "fresh4_eval.jsonl", DATA_DIR / "fresh5_eval.jsonl", DATA_DIR / "fresh6_eval.jsonl",
-               DATA_DIR / "fresh7_eval.jsonl")
+               DATA_DIR / "fresh7_eval.jsonl", DATA_DIR / "fresh8_eval.jsonl")
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 # written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
@@ -93,6 +94,8 @@ FRESH5_SHA256 = "4adf1223738b362aaf15a9183adb604f73fbb914a1befd0a4d6f9493c1a1a2e
 FRESH6_SHA256 = "c762382d2eb4f73330e33ff794fc188be8559a9ac9c71b9e567bc8feea3681a1"
 # and for the seventh (650 prompts, each language with its own scenarios, all eight categories equally broad)
 FRESH7_SHA256 = "0b26e9ba99389c14b0911fef02aa82c77f25ce44272f8c3ef3e97b9f1772cbc7"
+# and for the eighth round (650 prompts, same shape; that round added no training data)
+FRESH8_SHA256 = "4b0643a0d43a30b5f09a81adff5aa9a5c3e5cc19f36cada8c4100a15d904cc34"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",

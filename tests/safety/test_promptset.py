@@ -99,7 +99,7 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     import json
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
-                                         FRESH7_SHA256, FRESH_FILES)
+                                         FRESH7_SHA256, FRESH8_SHA256, FRESH_FILES)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
@@ -107,6 +107,7 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     assert hashlib.sha256(FRESH_FILES[4].read_bytes()).hexdigest() == FRESH5_SHA256
     assert hashlib.sha256(FRESH_FILES[5].read_bytes()).hexdigest() == FRESH6_SHA256
     assert hashlib.sha256(FRESH_FILES[6].read_bytes()).hexdigest() == FRESH7_SHA256
+    assert hashlib.sha256(FRESH_FILES[7].read_bytes()).hexdigest() == FRESH8_SHA256
     trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
     # fresh5 was written independently after these training prompts existed; three short common phrasings came out
     # identical to obfuscated training copies (an orca jumping out of the water in it/fr; one Spanish red-team
@@ -115,10 +116,13 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     # fresh7 and the seventh round's data were written at the same time by two authors who never saw each other's
     # work; one German prompt came out word for word the same (an anthrax infographic). Scored as it is.
     known7 = {"fresh7-de-mass_harm_weapons-4"}
+    # the same for fresh8, whose author never saw the training data: a fake Le Monde front page.
+    known8 = {"fresh8-fr-election_news_manipulation-1"}
     for path in FRESH_FILES:
         fresh = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         overlap = {r["id"] for r in fresh if normalize(r["text"]) in trained}
-        assert fresh and overlap == {"fresh5_eval.jsonl": known, "fresh7_eval.jsonl": known7}.get(path.name, set())
+        assert fresh and overlap == {"fresh5_eval.jsonl": known, "fresh7_eval.jsonl": known7,
+                                  "fresh8_eval.jsonl": known8}.get(path.name, set())
 
 
 def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
