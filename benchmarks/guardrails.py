@@ -39,6 +39,8 @@ Sets:
   sealed while the seventh round was made (promptset.FRESH7_SHA256), scored once after it; built in since;
 - fresh8_eval.jsonl (eighth fresh set, same shape): sealed while the eighth round (word meaning as features, not
   kept) was tried (promptset.FRESH8_SHA256), scored once on the shipped guardrail; built in since;
+- fresh9_eval.jsonl (ninth fresh set, same shape): sealed while the ninth round (a hidden layer, not shipped) was
+  tried (promptset.FRESH9_SHA256), scored once on the shipped guardrail and once on the round's candidate;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -73,7 +75,8 @@ from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
-                                    FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, LANGUAGES, load_prompt_set)
+                                    FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256,
+                                    LANGUAGES, load_prompt_set)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh6 = load_frozen(DATA_DIR / "fresh6_eval.jsonl", FRESH6_SHA256, "fresh6_eval.jsonl")
     fresh7 = load_frozen(DATA_DIR / "fresh7_eval.jsonl", FRESH7_SHA256, "fresh7_eval.jsonl")
     fresh8 = load_frozen(DATA_DIR / "fresh8_eval.jsonl", FRESH8_SHA256, "fresh8_eval.jsonl")
+    fresh9 = load_frozen(DATA_DIR / "fresh9_eval.jsonl", FRESH9_SHA256, "fresh9_eval.jsonl")
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -244,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         "fresh8": evaluate(fresh8, full),
         "fresh8_lexicon_only": evaluate(fresh8, lexicon_only),
         "fresh8_classifier_only": evaluate(fresh8, classifier_only),
+        "fresh9": evaluate(fresh9, full),
+        "fresh9_lexicon_only": evaluate(fresh9, lexicon_only),
+        "fresh9_classifier_only": evaluate(fresh9, classifier_only),
     }
     if extra is not None:
         results["extra"] = evaluate(extra, full)
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8",
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
               *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8",
+    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
                  *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
@@ -352,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         "fresh6_sha256": FRESH6_SHA256,
         "fresh7_sha256": FRESH7_SHA256,
         "fresh8_sha256": FRESH8_SHA256,
+        "fresh9_sha256": FRESH9_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,

@@ -45,9 +45,16 @@ prevention hotline poster", "a bloody mary"): held out, its ~50 rows (5 language
 and the budget cannot absorb them. More shared-word benign concepts per category lower those thresholds; that is
 the lever, not the features.
 
-Only training needs scikit-learn. The saved model holds the vocabulary, the IDF weights, and the coefficient
-matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax exactly in numpy, and a
-test checks that against scikit-learn on the training prompts.
+The ninth round asked whether a model that sees how word pieces combine does better: `train_blend` adds one
+hidden ReLU layer (32 units, torch, an EmbeddingBag over the same sparse TF-IDF row) whose softmax is averaged with
+the linear model's (kind "blend"; `incasa safety train` still fits kind "linear", `DEFAULT_KIND`). Out of fold it
+gains 2.8-3.5 points of recall (66.5 -> 69.3-70.0 %), and the development sets' red-team rates rise 0-3 points, but
+they also block more benign prompts (fresh2 2 -> 3-6 of 150, fresh8 5 -> 7-8 of 250) and 51-93 of 2,216 repository
+strings (41 shipped), so it was not shipped; data/README.md has the numbers. `load_model` reads both kinds.
+
+Only training needs scikit-learn (and torch, for the blend). The saved model holds the vocabulary, the IDF
+weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax
+exactly in numpy, and a test checks that against scikit-learn on the training prompts.
 
 Train with `incasa safety train` (rebuilds data/prompts.jsonl from the seeds, fits on the "train" split,
 picks the per-category thresholds by grouped CV, writes data/prompt_classifier.safetensors).
@@ -72,6 +79,8 @@ MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clea
 # Grouped CV is run this many times with concepts dealt into folds differently, and the out-of-fold probabilities
 # averaged: with one split, which hard benign concepts happened to share a fold moved a threshold by up to 0.08.
 CV_REPEATS = 3
+DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
+HIDDEN_UNITS = 32  # the blend's hidden layer: (F, 32) float16 is ~7 MB for ~110,000 features
 
 
 def features(text: str) -> list[str]:
@@ -95,6 +104,12 @@ class ClassifierModel:
     coef: np.ndarray  # (C, F)
     intercept: np.ndarray  # (C,)
     thresholds: dict[str, float] | None = None  # per unsafe class: P(class) at which to block (grouped CV)
+    # The "blend" kind (`train_blend`) adds a one-hidden-layer network on the same features; its probabilities are
+    # averaged with the linear model's. All four are None for the linear kind.
+    hidden_weight: np.ndarray | None = None  # (F, H)
+    hidden_bias: np.ndarray | None = None  # (H,)
+    hidden_coef: np.ndarray | None = None  # (C, H)
+    hidden_intercept: np.ndarray | None = None  # (C,)
 
     def vectorize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Sparse TF-IDF vector as (indices, values): sublinear tf, idf, L2 norm — as scikit-learn does."""
@@ -111,9 +126,10 @@ class ClassifierModel:
 
     def predict_proba(self, text: str) -> dict[str, float]:
         indices, values = self.vectorize(text)
-        logits = self.coef[:, indices] @ values + self.intercept  # (C,)
-        logits = np.exp(logits - logits.max())
-        probs = logits / logits.sum()
+        probs = _softmax(self.coef[:, indices] @ values + self.intercept)  # (C,)
+        if self.hidden_weight is not None:  # one sparse row x (F, H), ReLU, the (C, H) output layer; then the mean
+            hidden = np.maximum(values @ self.hidden_weight[indices] + self.hidden_bias, 0.0)
+            probs = (probs + _softmax(self.hidden_coef @ hidden + self.hidden_intercept)) / 2
         return {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
 
     def blocks(self, text: str) -> bool:
@@ -122,6 +138,15 @@ class ClassifierModel:
             raise ValueError("this classifier has no thresholds yet; train it with `incasa safety train`")
         probs = self.predict_proba(text)
         return any(probs[c] >= t for c, t in self.thresholds.items())
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    logits = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return logits / logits.sum(axis=-1, keepdims=True)
+
+
+HIDDEN_TENSORS = ("hidden_weight", "hidden_bias", "hidden_coef", "hidden_intercept")
 
 
 def save_model(model: ClassifierModel, path: str | Path) -> None:
@@ -134,11 +159,17 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
         "coef": model.coef.astype(np.float16),
         "intercept": model.intercept.astype(np.float32),
     }
+    if model.hidden_weight is not None:
+        tensors["hidden_weight"] = model.hidden_weight.astype(np.float16)
+        tensors["hidden_coef"] = model.hidden_coef.astype(np.float16)
+        tensors["hidden_bias"] = model.hidden_bias.astype(np.float32)
+        tensors["hidden_intercept"] = model.hidden_intercept.astype(np.float32)
     metadata = {
         "classes": json.dumps(list(model.classes)),
         "vocabulary": json.dumps(vocab, ensure_ascii=False),
         "thresholds": json.dumps(model.thresholds),
         "features": f"char {NGRAM_SIZES} + word 1-2 grams",
+        "kind": "linear" if model.hidden_weight is None else "blend",
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -154,7 +185,8 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         raise ValueError(f"no prompt classifier at {path}; train one with `incasa safety train`")
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
-        tensors = {name: f.get_tensor(name).astype(np.float64) for name in ("idf", "coef", "intercept")}
+        # The linear kind (every model before the ninth round) has no hidden_* tensors; both kinds load here.
+        tensors = {name: f.get_tensor(name).astype(np.float64) for name in f.keys()}  # noqa: SIM118
     if "thresholds" not in meta:
         raise ValueError(f"{path} is a classifier of an older format (one threshold); retrain: `incasa safety train`")
     vocab, thresholds = json.loads(meta["vocabulary"]), json.loads(meta["thresholds"])
@@ -165,6 +197,7 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         coef=tensors["coef"],
         intercept=tensors["intercept"],
         thresholds=None if thresholds is None else {c: float(t) for c, t in thresholds.items()},
+        **{name: tensors.get(name) for name in HIDDEN_TENSORS},
     )
 
 
@@ -193,8 +226,91 @@ def train(
     return model, pipeline
 
 
+def _fit_hidden(
+    matrix, targets: np.ndarray, num_classes: int, *, hidden: int = HIDDEN_UNITS, epochs: int = 6,
+    dropout: float = 0.2, weight_decay: float = 1e-5, lr: float = 3e-3, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """One hidden ReLU layer + softmax on a sparse TF-IDF matrix, in torch; returns the four hidden_* arrays.
+
+    The first layer is an EmbeddingBag over the sparse row (a sum of rows of an (F, H) matrix weighted by the
+    TF-IDF values), so a hidden unit can fire for a conjunction of pieces ("knife" with "throat") and not for either
+    alone; the loss is weighted like class_weight="balanced". CPU, one thread: ~20 s on 30,000 prompts. (A GPU
+    would not help a problem this small.)
+    """
+    import torch
+
+    matrix = matrix.tocsr()
+    counts = np.bincount(targets, minlength=num_classes)
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the problem is small, and the machine is shared
+    try:
+        first = torch.nn.EmbeddingBag(matrix.shape[1], hidden, mode="sum")
+        torch.nn.init.normal_(first.weight, std=0.1)
+        first_bias = torch.nn.Parameter(torch.zeros(hidden))
+        out = torch.nn.Linear(hidden, num_classes)
+        optimizer = torch.optim.AdamW([first.weight, first_bias, *out.parameters()], lr=lr, weight_decay=weight_decay)
+        weight = torch.tensor(len(targets) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+        rng = np.random.default_rng(seed)
+        for _ in range(epochs):
+            order = rng.permutation(len(targets))
+            for start in range(0, len(order), 128):
+                batch = order[start : start + 128]
+                sub = matrix[batch]
+                h = first(
+                    torch.from_numpy(sub.indices.astype(np.int64)),
+                    torch.from_numpy(sub.indptr[:-1].astype(np.int64)),
+                    per_sample_weights=torch.from_numpy(sub.data.astype(np.float32)),
+                )
+                h = torch.nn.functional.dropout(torch.relu(h + first_bias), dropout, training=True)
+                loss = torch.nn.functional.cross_entropy(out(h), torch.from_numpy(targets[batch]), weight=weight)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "hidden_weight": first.weight.detach().numpy().astype(np.float64),
+        "hidden_bias": first_bias.detach().numpy().astype(np.float64),
+        "hidden_coef": out.weight.detach().numpy().astype(np.float64),
+        "hidden_intercept": out.bias.detach().numpy().astype(np.float64),
+    }
+
+
+def train_blend(texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, **hidden_options):
+    """The linear model (`train`) plus a hidden-layer network on its TF-IDF; returns (ClassifierModel, pipeline).
+
+    The pipeline is the linear one; score batches of the blend with `predict_proba_batch`.
+    """
+    model, pipeline = train(texts, labels, c=c, seed=seed)
+    targets = np.array([model.classes.index(y) for y in labels])
+    matrix = pipeline[0].transform(texts)
+    return replace(model, **_fit_hidden(matrix, targets, len(model.classes), seed=seed, **hidden_options)), pipeline
+
+
+def predict_proba_batch(model: ClassifierModel, matrix) -> np.ndarray:
+    """(N, C) probabilities for a sparse TF-IDF matrix (rows as its training vectorizer makes them)."""
+    probs = _softmax(np.asarray(matrix @ model.coef.T) + model.intercept)
+    if model.hidden_weight is not None:
+        hidden = np.maximum(matrix @ model.hidden_weight + model.hidden_bias, 0.0)
+        probs = (probs + _softmax(hidden @ model.hidden_coef.T + model.hidden_intercept)) / 2
+    return probs
+
+
+def _fit_predict(kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int):
+    """Out-of-fold probabilities (columns in sorted class order) of a model of `kind` fitted on the fit rows."""
+    if kind == "linear":
+        _, pipeline = train(fit_texts, fit_labels, c=c)
+        return list(pipeline.classes_), pipeline.predict_proba(val_texts)
+    if kind == "blend":
+        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed)
+        return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
+    raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
+
+
 def cross_validated_thresholds(
-    rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS
+    rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS,
+    kind: str = "linear",
 ) -> dict:
     """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
@@ -204,7 +320,7 @@ def cross_validated_thresholds(
     GroupKFold deals them, then shuffled by seed), and each prompt's out-of-fold probabilities are averaged. Each of
     the K unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
     fold, so that all of them together (union bound) flag at most max_fp of benign prompts; and at least
-    MIN_THRESHOLD (0.7).
+    MIN_THRESHOLD (0.7). `kind` is the model fitted in each fold: "linear" (`train`) or "blend" (`train_blend`).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -215,10 +331,13 @@ def cross_validated_thresholds(
     probs = np.zeros((len(rows), len(classes)))  # (N, C) out of fold, summed over the repeats
     for repeat in range(repeats):
         splitter = GroupKFold(n_splits=folds) if repeat == 0 else GroupKFold(folds, shuffle=True, random_state=repeat)
-        for fit_idx, val_idx in splitter.split(texts, labels, groups):
-            _, pipeline = train([texts[i] for i in fit_idx], list(labels[fit_idx]), c=c)
-            assert list(pipeline.classes_) == classes, "every fold must see every class"
-            probs[val_idx] += pipeline.predict_proba([texts[i] for i in val_idx])
+        for fold, (fit_idx, val_idx) in enumerate(splitter.split(texts, labels, groups)):
+            fold_classes, fold_probs = _fit_predict(
+                kind, [texts[i] for i in fit_idx], list(labels[fit_idx]), [texts[i] for i in val_idx], c,
+                seed=repeat * folds + fold,
+            )
+            assert fold_classes == classes, "every fold must see every class"
+            probs[val_idx] += fold_probs
     probs /= repeats
     unsafe = [k for k in classes if k in HARD_CATEGORIES]
     # The budget is spent on "benign" prompts. The soft class adult_nudity (consensual adult content, which the
@@ -243,14 +362,15 @@ def cross_validated_thresholds(
 
 
 def train_on_prompt_set(
-    rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0
+    rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0, kind: str = DEFAULT_KIND
 ) -> tuple[ClassifierModel, dict]:
     """Fit on the rows whose split is "train" (see promptset.py), pick the thresholds by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:
         raise ValueError("the prompt set has no 'train' rows")
-    cv = cross_validated_thresholds(train_rows, c=c)
-    model, _ = train([r["text"] for r in train_rows], [r["label"] for r in train_rows], c=c)
+    cv = cross_validated_thresholds(train_rows, c=c, kind=kind)
+    texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
+    model, _ = train(texts, labels, c=c) if kind == "linear" else train_blend(texts, labels, c=c)
     model = replace(model, thresholds=cv["thresholds"])
     save_model(model, out_path)
     load_model.cache_clear()

@@ -1,16 +1,20 @@
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from incasa.safety.classifier import (
     DEFAULT_MODEL,
+    HIDDEN_UNITS,
     MIN_THRESHOLD,
     cross_validated_thresholds,
     features,
     load_model,
+    predict_proba_batch,
     save_model,
     train,
+    train_blend,
 )
 from incasa.safety.promptset import HARD_CATEGORIES, load_prompt_set
 
@@ -74,3 +78,70 @@ def test_per_category_thresholds_keep_the_out_of_fold_budget():
     stricter = cross_validated_thresholds(rows, folds=3, max_fp=0.0)
     assert stricter["oof_false_positive_rate"] == 0.0
     assert all(stricter["thresholds"][c] >= t for c, t in cv["thresholds"].items())
+
+
+def _conjunction_set(rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """'knife and throat' and 'bath and shop' are harm, 'knife and shop' and 'bath and throat' are not.
+
+    "and" sits between the two words, so every bigram and character n-gram is a function of one of them alone:
+    only a conjunction of two word features separates the classes (an XOR), which a linear model cannot express
+    (at best 3 of the 4 pairs right).
+    """
+    texts, labels = [], []
+    for _ in range(400):
+        first, second = rng.integers(2), rng.integers(2)
+        texts.append(f"{('knife', 'bath')[first]} and {('throat', 'shop')[second]}")
+        labels.append("graphic_violence" if first == second else "benign")
+    # a third, easy class: scikit-learn fits two classes as one binary vector, the model expects one per class
+    texts += ["swastika flag"] * 100
+    labels += ["hate_symbols"] * 100
+    return texts, labels
+
+
+def test_hidden_layer_learns_a_conjunction_the_linear_model_cannot():
+    texts, labels = _conjunction_set(np.random.default_rng(0))
+    blend, _ = train_blend(texts, labels, epochs=30, seed=0)
+    linear, _ = train(texts, labels)
+    hidden_only = replace(blend, coef=np.zeros_like(blend.coef), intercept=np.zeros_like(blend.intercept))
+
+    def accuracy(model):
+        predicted = [max(model.predict_proba(t).items(), key=lambda kv: kv[1])[0] for t in texts[:400]]
+        return np.mean([p == y for p, y in zip(predicted, labels[:400], strict=True)])  # the XOR rows
+
+    # with its linear half zeroed (a uniform 1/3) the blend's argmax is the hidden network's
+    assert accuracy(hidden_only) > 0.95
+    assert accuracy(blend) > 0.95
+    assert accuracy(linear) < 0.8
+
+
+def test_blend_kind_survives_save_load_and_matches_its_batch_scores(tmp_path, small):
+    texts, labels, linear, linear_pipeline = small
+    model, pipeline = train_blend(texts, labels, epochs=3, seed=0)
+    path = tmp_path / "h.safetensors"
+    save_model(replace(model, thresholds={c: 0.8 for c in HARD_CATEGORIES}), path)
+    loaded = load_model(path)
+    assert loaded.hidden_weight.shape == (len(loaded.vocabulary), HIDDEN_UNITS)
+    probe = texts[:20] + ["a completely new prompt about a lighthouse", ""]
+    expected = predict_proba_batch(model, pipeline[0].transform(probe))
+    # its linear half is the linear model, and the hidden half moves the probabilities
+    np.testing.assert_allclose(predict_proba_batch(linear, pipeline[0].transform(probe)),
+                               linear_pipeline.predict_proba(probe), atol=1e-9)
+    assert np.abs(expected - linear_pipeline.predict_proba(probe)).max() > 0.01
+    got = np.array([[loaded.predict_proba(t)[c] for c in model.classes] for t in probe])
+    np.testing.assert_allclose(got, expected, atol=3e-3)  # float16 weights on disk
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        assert set(f.keys()) == {"idf", "coef", "intercept", "hidden_weight", "hidden_bias", "hidden_coef",
+                                 "hidden_intercept"}
+        assert f.metadata()["kind"] == "blend"
+    start = time.process_time()
+    for _ in range(200):
+        loaded.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")
+    assert (time.process_time() - start) / 200 < 0.005
+
+
+def test_unknown_kind_is_refused():
+    rows = [r for r in load_prompt_set() if r["split"] == "train" and r["lang"] == "en" and r["obfuscation"] is None]
+    with pytest.raises(ValueError, match="unknown classifier kind"):
+        cross_validated_thresholds(rows, folds=3, kind="forest")
