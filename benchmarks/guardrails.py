@@ -41,6 +41,8 @@ Sets:
   kept) was tried (promptset.FRESH8_SHA256), scored once on the shipped guardrail; built in since;
 - fresh9_eval.jsonl (ninth fresh set, same shape): sealed while the ninth round (a hidden layer, not shipped) was
   tried (promptset.FRESH9_SHA256), scored once on the shipped guardrail and once on the round's candidate;
+- fresh10_eval.jsonl (tenth fresh set, same shape, a harder benign half): sealed during the tenth round
+  (promptset.FRESH10_SHA256), scored once on the shipped guardrail and on the ninth and tenth rounds' candidates;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -75,7 +77,7 @@ from incasa.safety.lexicon import load_lexicons, match
 from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
-                                    FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256,
+                                    FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                     LANGUAGES, load_prompt_set)
 
 
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh7 = load_frozen(DATA_DIR / "fresh7_eval.jsonl", FRESH7_SHA256, "fresh7_eval.jsonl")
     fresh8 = load_frozen(DATA_DIR / "fresh8_eval.jsonl", FRESH8_SHA256, "fresh8_eval.jsonl")
     fresh9 = load_frozen(DATA_DIR / "fresh9_eval.jsonl", FRESH9_SHA256, "fresh9_eval.jsonl")
+    fresh10 = load_frozen(DATA_DIR / "fresh10_eval.jsonl", FRESH10_SHA256, "fresh10_eval.jsonl")
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -251,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         "fresh9": evaluate(fresh9, full),
         "fresh9_lexicon_only": evaluate(fresh9, lexicon_only),
         "fresh9_classifier_only": evaluate(fresh9, classifier_only),
+        "fresh10": evaluate(fresh10, full),
+        "fresh10_lexicon_only": evaluate(fresh10, lexicon_only),
+        "fresh10_classifier_only": evaluate(fresh10, classifier_only),
     }
     if extra is not None:
         results["extra"] = evaluate(extra, full)
@@ -269,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
+    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10",
               *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
     for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-                 *(("extra",) if extra is not None else ())):
+                 "fresh10", *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
             name,
@@ -360,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         "fresh7_sha256": FRESH7_SHA256,
         "fresh8_sha256": FRESH8_SHA256,
         "fresh9_sha256": FRESH9_SHA256,
+        "fresh10_sha256": FRESH10_SHA256,
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,

@@ -60,9 +60,10 @@ The evaluation-only sets `FRESH_FILES` are never part of this build (a test chec
 in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
 `FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
 sealed outside the repository while the fourth round was made, and scored once after it was finished; the fifth
-(`FRESH5_SHA256`) the same way for the fifth round, and the sixth (`FRESH6_SHA256`) for the sixth, and the seventh (`FRESH7_SHA256`) for the seventh;
-the eighth (`FRESH8_SHA256`) measured the eighth round, which added no data (word meaning as features, not kept),
-and the ninth (`FRESH9_SHA256`) the ninth (a hidden layer, not shipped).
+(`FRESH5_SHA256`) the same way for the fifth round, and the sixth (`FRESH6_SHA256`) for the sixth, and the seventh
+(`FRESH7_SHA256`) for the seventh; the eighth (`FRESH8_SHA256`) measured the eighth round, which added no data
+(word meaning as features, not kept), the ninth (`FRESH9_SHA256`) the ninth (a hidden layer, not shipped), and the
+tenth (`FRESH10_SHA256`) the tenth (a coverage guard, not kept).
 
 The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
 frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
@@ -85,7 +86,7 @@ PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
 FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl",
                DATA_DIR / "fresh4_eval.jsonl", DATA_DIR / "fresh5_eval.jsonl", DATA_DIR / "fresh6_eval.jsonl",
                DATA_DIR / "fresh7_eval.jsonl", DATA_DIR / "fresh8_eval.jsonl",
-               DATA_DIR / "fresh9_eval.jsonl")
+               DATA_DIR / "fresh9_eval.jsonl", DATA_DIR / "fresh10_eval.jsonl")
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 # written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
@@ -100,6 +101,8 @@ FRESH7_SHA256 = "0b26e9ba99389c14b0911fef02aa82c77f25ce44272f8c3ef3e97b9f1772cbc
 FRESH8_SHA256 = "4b0643a0d43a30b5f09a81adff5aa9a5c3e5cc19f36cada8c4100a15d904cc34"
 # and for the ninth (a hidden-layer classifier tried on the same data; not shipped)
 FRESH9_SHA256 = "652897699ddf822286d688bdc05d85c08fd7418a6790b1a8d76caa7270c97a18"
+# and for the tenth (a coverage guard on that network; not kept)
+FRESH10_SHA256 = "58f9e57694c40d99a12425aa35468558b7725102d99decf8e63983cb110a3f58"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",

@@ -99,7 +99,7 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     import json
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
-                                         FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256,
+                                         FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                          FRESH_FILES)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
@@ -110,6 +110,7 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     assert hashlib.sha256(FRESH_FILES[6].read_bytes()).hexdigest() == FRESH7_SHA256
     assert hashlib.sha256(FRESH_FILES[7].read_bytes()).hexdigest() == FRESH8_SHA256
     assert hashlib.sha256(FRESH_FILES[8].read_bytes()).hexdigest() == FRESH9_SHA256
+    assert hashlib.sha256(FRESH_FILES[9].read_bytes()).hexdigest() == FRESH10_SHA256
     trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
     # fresh5 was written independently after these training prompts existed; three short common phrasings came out
     # identical to obfuscated training copies (an orca jumping out of the water in it/fr; one Spanish red-team
