@@ -6,8 +6,8 @@ the embedding's projection nor the verifier was trained on (Twemoji + OpenMoji, 
 *negative* queries are hard negatives that are NOT in the index — another skin tone of an indexed emoji, or another
 emoji of the same style — as they are ("as-is") and under the same transforms ("transformed"). A query counts as a
 true positive only if it is matched to its own original (or to an indexed emoji Noto draws with the very same
-pixels: ``twins_of``, or that is its mirror image: ``with_mirror_twins``, the same rule that drops mirror pairs from
-the negatives); any match of a negative, or of a positive to the wrong original, is a false positive.
+pixels: ``twins_of``, or that is its exact mirror image: ``with_mirror_twins``, a stricter form of the rule that
+drops mirror pairs from the negatives); any match of a negative, or of a positive to the wrong original, is a false positive.
 
 Honest operating points: the emoji are split in two halves by their base emoji (all tones of one emoji fall in the
 same half). Every threshold — ours (the verifier's P(copy), the candidates judged together), plain pHash's
