@@ -80,6 +80,11 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                     LANGUAGES, load_prompt_set)
 
+# The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
+FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
+          "fresh6": FRESH6_SHA256, "fresh7": FRESH7_SHA256, "fresh8": FRESH8_SHA256, "fresh9": FRESH9_SHA256,
+          "fresh10": FRESH10_SHA256}
+
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -190,15 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
     held_out = [r for r in load_prompt_set() if r["split"] == "test"]
     fresh = [json.loads(line) for line in (DATA_DIR / "fresh_eval.jsonl").read_text(encoding="utf-8").splitlines()]
-    fresh2 = load_frozen(DATA_DIR / "fresh2_eval.jsonl", FRESH2_SHA256, "fresh2_eval.jsonl")
-    fresh3 = load_frozen(DATA_DIR / "fresh3_eval.jsonl", FRESH3_SHA256, "fresh3_eval.jsonl")
-    fresh4 = load_frozen(DATA_DIR / "fresh4_eval.jsonl", FRESH4_SHA256, "fresh4_eval.jsonl")
-    fresh5 = load_frozen(DATA_DIR / "fresh5_eval.jsonl", FRESH5_SHA256, "fresh5_eval.jsonl")
-    fresh6 = load_frozen(DATA_DIR / "fresh6_eval.jsonl", FRESH6_SHA256, "fresh6_eval.jsonl")
-    fresh7 = load_frozen(DATA_DIR / "fresh7_eval.jsonl", FRESH7_SHA256, "fresh7_eval.jsonl")
-    fresh8 = load_frozen(DATA_DIR / "fresh8_eval.jsonl", FRESH8_SHA256, "fresh8_eval.jsonl")
-    fresh9 = load_frozen(DATA_DIR / "fresh9_eval.jsonl", FRESH9_SHA256, "fresh9_eval.jsonl")
-    fresh10 = load_frozen(DATA_DIR / "fresh10_eval.jsonl", FRESH10_SHA256, "fresh10_eval.jsonl")
+    frozen = {name: load_frozen(DATA_DIR / f"{name}_eval.jsonl", sha, f"{name}_eval.jsonl")
+              for name, sha in FROZEN.items()}
     extra = load_frozen(args.extra_eval, args.extra_sha256, "--extra-eval") if args.extra_eval else None
 
     def full(text: str) -> str:
@@ -217,47 +215,17 @@ def main(argv: list[str] | None = None) -> None:
 
     check_prompt("warm-up", policy)
     timings, cpu_timings = [], []  # wall clock, and this process's CPU time (robust to a busy machine)
-    for row in held_out + fresh2:
+    for row in held_out + frozen["fresh2"]:
         start, start_cpu = time.perf_counter(), time.process_time()
         check_prompt(row["text"], policy)
         timings.append((time.perf_counter() - start) * 1000)
         cpu_timings.append((time.process_time() - start_cpu) * 1000)
 
-    results = {
-        "held_out": evaluate(held_out, full),
-        "held_out_lexicon_only": evaluate(held_out, lexicon_only),
-        "held_out_classifier_only": evaluate(held_out, classifier_only),
-        "fresh": evaluate(fresh, full),
-        "fresh_lexicon_only": evaluate(fresh, lexicon_only),
-        "fresh_classifier_only": evaluate(fresh, classifier_only),
-        "fresh2": evaluate(fresh2, full),
-        "fresh2_lexicon_only": evaluate(fresh2, lexicon_only),
-        "fresh2_classifier_only": evaluate(fresh2, classifier_only),
-        "fresh3": evaluate(fresh3, full),
-        "fresh3_lexicon_only": evaluate(fresh3, lexicon_only),
-        "fresh3_classifier_only": evaluate(fresh3, classifier_only),
-        "fresh4": evaluate(fresh4, full),
-        "fresh4_lexicon_only": evaluate(fresh4, lexicon_only),
-        "fresh4_classifier_only": evaluate(fresh4, classifier_only),
-        "fresh5": evaluate(fresh5, full),
-        "fresh5_lexicon_only": evaluate(fresh5, lexicon_only),
-        "fresh5_classifier_only": evaluate(fresh5, classifier_only),
-        "fresh6": evaluate(fresh6, full),
-        "fresh6_lexicon_only": evaluate(fresh6, lexicon_only),
-        "fresh6_classifier_only": evaluate(fresh6, classifier_only),
-        "fresh7": evaluate(fresh7, full),
-        "fresh7_lexicon_only": evaluate(fresh7, lexicon_only),
-        "fresh7_classifier_only": evaluate(fresh7, classifier_only),
-        "fresh8": evaluate(fresh8, full),
-        "fresh8_lexicon_only": evaluate(fresh8, lexicon_only),
-        "fresh8_classifier_only": evaluate(fresh8, classifier_only),
-        "fresh9": evaluate(fresh9, full),
-        "fresh9_lexicon_only": evaluate(fresh9, lexicon_only),
-        "fresh9_classifier_only": evaluate(fresh9, classifier_only),
-        "fresh10": evaluate(fresh10, full),
-        "fresh10_lexicon_only": evaluate(fresh10, lexicon_only),
-        "fresh10_classifier_only": evaluate(fresh10, classifier_only),
-    }
+    results = {}
+    for name, rows in {"held_out": held_out, "fresh": fresh, **frozen}.items():
+        results[name] = evaluate(rows, full)
+        results[f"{name}_lexicon_only"] = evaluate(rows, lexicon_only)
+        results[f"{name}_classifier_only"] = evaluate(rows, classifier_only)
     if extra is not None:
         results["extra"] = evaluate(extra, full)
         results["extra_lexicon_only"] = evaluate(extra, lexicon_only)
@@ -275,8 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     main_result = results["held_out"]
-    tables = ("held_out", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9", "fresh10",
-              *(("extra",) if extra is not None else ()))
+    tables = ("held_out", *FROZEN, *(("extra",) if extra is not None else ()))
     for name in tables:
         result = results[name]
         counts = result["red_team_counts"]
@@ -308,8 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     per_language.add_column("set")
     for lang in (*LANGUAGES, "all"):
         per_language.add_column(lang, justify="right")
-    for name in ("held_out", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9",
-                 "fresh10", *(("extra",) if extra is not None else ())):
+    for name in ("held_out", "fresh", *FROZEN, *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
             name,
@@ -358,15 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         # The fresh set is never edited: its hash shows which version a result was measured on.
         "fresh_sha256": hashlib.sha256((DATA_DIR / "fresh_eval.jsonl").read_bytes()).hexdigest(),
-        "fresh2_sha256": FRESH2_SHA256,
-        "fresh3_sha256": FRESH3_SHA256,
-        "fresh4_sha256": FRESH4_SHA256,
-        "fresh5_sha256": FRESH5_SHA256,
-        "fresh6_sha256": FRESH6_SHA256,
-        "fresh7_sha256": FRESH7_SHA256,
-        "fresh8_sha256": FRESH8_SHA256,
-        "fresh9_sha256": FRESH9_SHA256,
-        "fresh10_sha256": FRESH10_SHA256,
+        **{f"{name}_sha256": sha for name, sha in FROZEN.items()},
         "num_training_prompts": sum(r["split"] == "train" for r in load_prompt_set()),
         "policy": {
             "block_threshold": policy.block_threshold,
