@@ -22,10 +22,14 @@ jitter (brightness/contrast/saturation 0.7-1.3, hue +-0.03), horizontal flip, ro
 Throughput: the full per-image stage (``metadata.analyse``: decode, EXIF, sha256, descriptors, thumbnails) from
 bytes, in CPU seconds of this one process with one thread; on a shared machine these are lower bounds.
 
-    python benchmarks/dejavu.py [--per-transform 150] [--fit]
+    python benchmarks/dejavu.py [--per-transform 150] [--fit] [--calibration-only]
 
 ``--fit`` first re-fits the embedding's learned-whitening projection on augmented OpenMoji + Twemoji artwork and
-writes it into the package (the verifier is trained by ``python -m incasa.data.dejavu_train``). The npm tarballs are
+writes it into the package (the verifier is trained by ``python -m incasa.data.dejavu_train``).
+``--calibration-only`` draws and scores the calibration half alone (the very same queries as a full run: the test
+half is drawn after it), chooses the thresholds there and reports them there, per transform, in
+``results/dejavu_calibration.json``; no throughput. It is how a change to the verifier is judged before the test half
+is ever looked at. The npm tarballs are
 expected extracted under /work/npmcache (``npm pack emoji-datasource-google@16.0.0`` etc.), or $INCASA_NPMCACHE.
 """
 
@@ -209,6 +213,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit", action="store_true", help="re-fit the embedding projection on OpenMoji + Twemoji first")
     ap.add_argument("--per-transform", type=int, default=150, help="positives and negatives per transform and half")
+    ap.add_argument("--calibration-only", action="store_true",
+                    help="draw and score only the calibration half (to judge a change without the test half)")
     args = ap.parse_args()
     import cv2
     import torch
@@ -250,7 +256,7 @@ def main() -> None:
                 "pHash": (plain_keys[j], -float(bits[j]))}  # fewer differing bits = surer
 
     queries = []
-    for split in ("cal", "test"):
+    for split in ("cal",) if args.calibration_only else ("cal", "test"):
         pos_pool = [n for n in positives if half(base[n]) == split]
         neg_pool = [n for n in negatives if half(base[n]) == split]
         for tname, tf in TRANSFORMS.items():
@@ -266,6 +272,9 @@ def main() -> None:
              "previous": [round(float(t), 4) for t in np.linspace(0.8, 1.0, 401)],
              "pHash": [-float(b) for b in range(0, 33)]}
     thresholds = {m: calibrate(cal, m, g) for m, g in grids.items()}
+    if args.calibration_only:
+        report_calibration(cal, thresholds, timings)
+        return
     test = [q for q in queries if q["half"] == "test"]
     rows = []
     for tname in list(TRANSFORMS) + ["overall"]:
@@ -329,6 +338,7 @@ def main() -> None:
               "looser_targets": looser,
               "config": {"min_cosine": cfg.min_cosine, "num_neighbours": cfg.num_neighbours,
                          "rival_weight": dv.RIVAL_WEIGHT, "rival_floor": dv.RIVAL_FLOOR,
+                         "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE,
                          "verifier": verifier_command()},
               "index_size": len(index), "indexed_with_pixel_twins": sum(len(t) > 1 for t in pixel_twins.values()),
               "indexed_with_mirror_twins": sum(len(twins[n]) > len(pixel_twins.get(n, {n})) for n in twins),
@@ -336,6 +346,34 @@ def main() -> None:
               "rows": rows, "cpu_ms": ms,
               "per_image_stage_images_per_s_per_core": stage, "per_transform_queries": args.per_transform}
     out = write_result("dejavu", result)
+    console.print(f"wrote {out}")
+
+
+def report_calibration(cal: list[dict], thresholds: dict[str, float], timings: list[tuple[float, float]]) -> None:
+    """The calibration half at its own thresholds (precision >= TARGET there), per transform: a table and
+    ``results/dejavu_calibration.json``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [{"transform": tname, "method": m, **score([q for q in cal if tname in ("overall", q["transform"])], m,
+                                                      thresholds[m])}
+            for tname in list(TRANSFORMS) + ["overall"] for m in ("ours", "pHash", "previous")]
+    table = Table(title=f"deja-vu copy detection, Noto emoji, CALIBRATION half at its own thresholds for precision "
+                        f">= {TARGET} (ours: P(copy) >= {thresholds['ours']:.6g})")
+    for col in ("transform", "method", "precision", "recall", "FP", "positives", "# negatives"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["transform"], row["method"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
+                      str(row["false_positives"]), str(row["positives"]), str(row["num_negatives"]))
+    console = Console()
+    console.print(table)
+    ms = 1000 * float(np.mean([t[1] for t in timings]))
+    console.print(f"ANN search + verification: {ms:.2f} ms/decision (mean CPU time, one thread)")
+    out = write_result("dejavu_calibration", {
+        "benchmark": "dejavu", "split": "calibration half only, at thresholds chosen on it", "target_precision": TARGET,
+        "thresholds": thresholds, "rows": rows, "search_and_verify_ms_mean": ms,
+        "config": {"rival_weight": dv.RIVAL_WEIGHT, "rival_floor": dv.RIVAL_FLOOR,
+                   "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE, "verifier": verifier_command()}})
     console.print(f"wrote {out}")
 
 

@@ -150,6 +150,24 @@ def test_a_rival_that_fits_as_well_discounts_a_candidate_and_twins_are_no_rivals
     assert len(dv.explain_away(np.zeros(0))) == 0
 
 
+def test_a_mirror_twin_is_the_same_picture_not_a_rival_but_a_mirrored_other_tone_is_a_rival():
+    light, medium = dejavu.thumbnail(figure("light", 3)), dejavu.thumbnail(figure("medium", 3))
+    mirror = np.ascontiguousarray(light[:, ::-1])
+    assert dv.twins(light, light.copy()) and dv.twins(light, mirror) and dv.twins(mirror, light)
+    assert not dv.twins(light, np.ascontiguousarray(medium[:, ::-1])) and not dv.twins(light, medium)
+    assert not dv.twins(light, light[:40])  # another size is another picture
+    # a copy judged against its original and that original's mirror twin: both fit it equally (both orientations
+    # are aligned), and neither discounts the other — each gets what a lone candidate gets
+    query = dejavu.thumbnail(TRANSFORMS["jpeg"](figure("light", 3), random.Random(4)))
+    lone = dv.verify(query, [light], [0.99])
+    pair = dv.verify(query, [light, mirror], [0.99, 0.99])
+    assert np.allclose(pair, lone[0], atol=1e-6)
+    # counted as rivals (what explain_away did before), they would cancel each other's lift
+    logit = dv.load_verifier().logit([dv.pack(dv.align_pair(query, o), 0.99) for o in (light, mirror)])
+    rivals = 0.5 * (1 + np.tanh(0.5 * dv.explain_away(logit)))
+    assert (rivals < pair - 1e-3).all()
+
+
 def test_a_mirrored_copy_is_aligned_against_the_mirrored_original_and_rotation_corners_are_masked():
     im = figure("light", 6)
     o = dejavu.thumbnail(im)
