@@ -43,6 +43,14 @@ Sets:
   tried (promptset.FRESH9_SHA256), scored once on the shipped guardrail and once on the round's candidate;
 - fresh10_eval.jsonl (tenth fresh set, same shape, a harder benign half): sealed during the tenth round
   (promptset.FRESH10_SHA256), scored once on the shipped guardrail and on the ninth and tenth rounds' candidates;
+- fresh11_eval.jsonl and fresh12_eval.jsonl (650 prompts each, two more independent authors, same shape): sealed
+  during the eleventh round (promptset.FRESH11_SHA256, FRESH12_SHA256), scored once on the shipped guardrail and once
+  on the round's candidate; NOT training data (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
+- since the eleventh round every fresh set above up to fresh10 is training data (promptset._fresh_rows): a classifier trained on
+  them (its file lists them in `fresh_sets_seen`, e.g. one built by `incasa safety train` from round 11 on) is
+  scored on them under "seen in training since round 11", never as held out — those numbers show fit, not
+  generalisation. A classifier file from before round 11 (no `fresh_sets_seen`) did not see them, and they are
+  reported as before. The held-out split stays the held-out report;
 - repository strings: every string literal of the repository's own code, tests and benchmarks (outside the safety
   package), split into paragraphs of 10-300 characters — log messages, docstrings, SQL, CLI help: text unlike any
   prompt. Blocking them is a false positive of a kind the prompt sets do not measure;
@@ -78,12 +86,13 @@ from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
                                     FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
+                                    FRESH11_SHA256, FRESH12_SHA256,
                                     LANGUAGES, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
 FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
           "fresh6": FRESH6_SHA256, "fresh7": FRESH7_SHA256, "fresh8": FRESH8_SHA256, "fresh9": FRESH9_SHA256,
-          "fresh10": FRESH10_SHA256}
+          "fresh10": FRESH10_SHA256, "fresh11": FRESH11_SHA256, "fresh12": FRESH12_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
         timings.append((time.perf_counter() - start) * 1000)
         cpu_timings.append((time.process_time() - start_cpu) * 1000)
 
+    # Sets the classifier was trained on (since round 11) are reported apart, under "seen in training".
+    seen = set(model.fresh_sets_seen)
+
+    def shown(name: str) -> str:
+        return f"{name} (seen in training since round 11)" if name in seen else name
+
     results = {}
     for name, rows in {"held_out": held_out, "fresh": fresh, **frozen}.items():
         results[name] = evaluate(rows, full)
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in tables:
         result = results[name]
         counts = result["red_team_counts"]
-        table = Table(title=f"{name}: red-team blocked per category and language (n per cell)")
+        table = Table(title=f"{shown(name)}: red-team blocked per category and language (n per cell)")
         table.add_column("category")
         for lang in (*LANGUAGES, "all"):
             table.add_column(lang, justify="right")
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("held_out", "fresh", *FROZEN, *(("extra",) if extra is not None else ())):
         result = results[name]
         per_language.add_row(
-            name,
+            shown(name),
             *[
                 f"{result['red_team_block_rate'].get(f'all/{lang}', float('nan')):.0%} / "
                 f"{result['benign_false_positive_rate'].get(lang, float('nan')):.1%}"
@@ -292,8 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("red-team blocked", "benign FP", "red-team flagged (block|warn)", "benign flagged"):
         summary.add_column(column, justify="right")
     for name, result in results.items():
+        seen_set = name.removesuffix("_lexicon_only").removesuffix("_classifier_only") in seen
         summary.add_row(
-            name,
+            name + (" (seen in training since round 11)" if seen_set else ""),
             f"{result['red_team_block_rate']['all/all']:.1%}",
             f"{result['benign_false_positive_rate']['all']:.1%}",
             f"{result['red_team_flag_rate']:.1%}",
@@ -308,6 +324,11 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         f"repository strings blocked: {len(code_blocked)}/{len(code)} ({rate(len(code_blocked), len(code)):.1%})"
     )
+    if seen:
+        console.print(
+            f"seen in training since round 11 (classifier {Path(policy.classifier_path).name} was trained on them; "
+            f"not held out): {', '.join(sorted(seen, key=list(results).index))}"
+        )
     if extra is not None:
         e = results["extra"]
         red_n, benign_n = e["red_team_counts"].get("all/all", [0, 0])[1], e["benign_counts"].get("all", [0, 0])[1]
@@ -340,7 +361,11 @@ def main(argv: list[str] | None = None) -> None:
             "blocked_strings": code_blocked,
         },
         **({"extra_eval": {"path": str(args.extra_eval), "sha256": args.extra_sha256.lower()}} if extra else {}),
-        **results,
+        "fresh_sets_seen_by_classifier": sorted(seen, key=list(results).index),
+        **{name: result for name, result in results.items() if name.split("_")[0] not in seen},
+        "seen_in_training_since_round_11": {
+            name: result for name, result in results.items() if name.split("_")[0] in seen
+        },
     }
     path = write_result(args.out, payload)
     print(f"wrote {path}")

@@ -52,6 +52,11 @@ gains 2.8-3.5 points of recall (66.5 -> 69.3-70.0 %), and the development sets' 
 they also block more benign prompts (fresh2 2 -> 3-6 of 150, fresh8 5 -> 7-8 of 250) and 51-93 of 2,216 repository
 strings (41 shipped), so it was not shipped; data/README.md has the numbers. `load_model` reads both kinds.
 
+The eleventh round changed the data, not the model: five new authors' seeds and the ten fresh sets as training rows
+(data/README.md). Since the fresh sets can now be training data, a saved model lists the ones it was trained on in
+its metadata (`fresh_sets_seen`, filled by `train_on_prompt_set`), and benchmarks/guardrails.py reports those apart,
+never as held out.
+
 Only training needs scikit-learn (and torch, for the blend). The saved model holds the vocabulary, the IDF
 weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax
 exactly in numpy, and a test checks that against scikit-learn on the training prompts.
@@ -71,7 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from incasa.safety.normalize import normalize
-from incasa.safety.promptset import HARD_CATEGORIES
+from incasa.safety.promptset import HARD_CATEGORIES, fresh_set_of
 
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
@@ -104,6 +109,9 @@ class ClassifierModel:
     coef: np.ndarray  # (C, F)
     intercept: np.ndarray  # (C,)
     thresholds: dict[str, float] | None = None  # per unsafe class: P(class) at which to block (grouped CV)
+    # Which evaluation sets (promptset.FRESH_FILES, e.g. "fresh8") it was trained on: since the eleventh round they
+    # are training data, and a benchmark must not report a set this model saw as held out. () for older files.
+    fresh_sets_seen: tuple[str, ...] = ()
     # The "blend" kind (`train_blend`) adds a one-hidden-layer network on the same features; its probabilities are
     # averaged with the linear model's. All four are None for the linear kind.
     hidden_weight: np.ndarray | None = None  # (F, H)
@@ -170,6 +178,7 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
         "thresholds": json.dumps(model.thresholds),
         "features": f"char {NGRAM_SIZES} + word 1-2 grams",
         "kind": "linear" if model.hidden_weight is None else "blend",
+        "fresh_sets_seen": json.dumps(list(model.fresh_sets_seen)),
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -197,6 +206,7 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         coef=tensors["coef"],
         intercept=tensors["intercept"],
         thresholds=None if thresholds is None else {c: float(t) for c, t in thresholds.items()},
+        fresh_sets_seen=tuple(json.loads(meta.get("fresh_sets_seen", "[]"))),
         **{name: tensors.get(name) for name in HIDDEN_TENSORS},
     )
 
@@ -371,7 +381,8 @@ def train_on_prompt_set(
     cv = cross_validated_thresholds(train_rows, c=c, kind=kind)
     texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
     model, _ = train(texts, labels, c=c) if kind == "linear" else train_blend(texts, labels, c=c)
-    model = replace(model, thresholds=cv["thresholds"])
+    seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
+    model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     save_model(model, out_path)
     load_model.cache_clear()
     return model, cv

@@ -2,7 +2,7 @@
 
     incasa safety check "a prompt"          score a prompt against the policy (exit 3 when blocked)
     incasa safety check-image out.png       the output-image hook on a file
-    incasa safety train                     rebuild the prompt set from the seeds and retrain the classifier
+    incasa safety train                     rebuild the prompt set from the seeds (and fresh sets) and retrain the classifier
     incasa keys init                        create a local development signing chain
     incasa keys show                        where the keys are, their id and validity
     incasa provenance verify out.png        C2PA state and trust, model, actions; and the invisible watermark
@@ -123,7 +123,8 @@ def check_image_cmd(
 
 
 @app.command(
-    help="Rebuild data/prompts.jsonl from the hand-written seeds and retrain the prompt classifier (~1 min on 2 cores)."
+    help="Rebuild data/prompts.jsonl from the hand-written seeds and the fresh sets fresh..fresh10 (training data since "
+         "round 11; fresh11/fresh12 stay held out) and retrain the prompt classifier (~8-10 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),

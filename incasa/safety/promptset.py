@@ -56,8 +56,23 @@ new concepts in seven hard categories (all but minors_sexual, which was already 
 each language (local names, slang, compounds, elision), with shared-word benign near-misses beside them, and a small
 English batch for the categories that slipped. Same mechanism: five rows per core, training only.
 
-The evaluation-only sets `FRESH_FILES` are never part of this build (a test checks that none of their prompts is
-in prompts.jsonl); the second was frozen by `FRESH2_SHA256` before the third round was written, the third by
+Eleventh round (`data/seeds11{a..i}_<lang>.json`): every earlier round was written by one author, and the
+guardrail blocked 75-82 % of red-team prompts by each new author. Nine independent authors, writing at the same time
+without seeing each other or any of this data, each wrote per language 15 red-team cores per hard category, 60
+shared-word benign, 15 ordinary benign and 5 adult ones in their own voice (a persona each: chat users, prompt
+engineers, context and world knowledge, dialects and learners, fiction framing, filter evaders, plain everyday
+language, image editing, tag lists); `seeds11j` is six benign cores per language about drugs seen lawfully, added by
+the lead because the new deepfake cores mention cocaine and no benign core did. Same mechanism as rounds 5-7: five
+rows per core, training only, letters "ka".."kj". And the ten fresh sets (`FRESH_FILES`) became training data, one row per
+prompt (`_fresh_rows`): leaving one author's set out at a time (data/README.md, "Eleventh round"), the other
+authors' sets lifted the left-out author's set by about six points, and the five new authors' seeds by about ten.
+The fresh sets are therefore no longer held out for a classifier trained on this build (its file lists them in
+`fresh_sets_seen`; benchmarks/guardrails.py reports them apart); the held-out split is unchanged.
+`HELD_OUT_FRESH_FILES` (fresh11, fresh12: two more authors, sealed during the eleventh round and scored once) are
+never part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen.
+
+Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
+frozen by `FRESH2_SHA256` before the third round was written, the third by
 `FRESH3_SHA256` after it; the fourth (`FRESH4_SHA256`) was written by someone who never saw this data, kept
 sealed outside the repository while the fourth round was made, and scored once after it was finished; the fifth
 (`FRESH5_SHA256`) the same way for the fifth round, and the sixth (`FRESH6_SHA256`) for the sixth, and the seventh
@@ -80,7 +95,8 @@ from incasa.safety.normalize import HOMOGLYPHS
 
 DATA_DIR = Path(__file__).parent / "data"
 PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
-# The evaluation-only sets (never trained on, never edited; see data/README.md). fresh2 was frozen by its hash
+# The fresh sets (never edited; evaluation only until the eleventh round, training data since; see data/README.md).
+# fresh2 was frozen by its hash
 # before any of the third round's data, lexicon terms or classifier existed; fresh3 after all of them, and was
 # scored once, by the shipped guardrail, with no change made after.
 FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl",
@@ -103,6 +119,12 @@ FRESH8_SHA256 = "4b0643a0d43a30b5f09a81adff5aa9a5c3e5cc19f36cada8c4100a15d904cc3
 FRESH9_SHA256 = "652897699ddf822286d688bdc05d85c08fd7418a6790b1a8d76caa7270c97a18"
 # and for the tenth (a coverage guard on that network; not kept)
 FRESH10_SHA256 = "58f9e57694c40d99a12425aa35468558b7725102d99decf8e63983cb110a3f58"
+# Held out again (eleventh round): two sets by two more independent authors, sealed while the eleventh round was made
+# and scored once by the shipped and the round's classifier. Unlike FRESH_FILES they are NOT training data: they
+# are the held-out measure of a new author until a later round, with a new sealed set of its own, folds them in.
+HELD_OUT_FRESH_FILES = (DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl")
+FRESH11_SHA256 = "7bb9c442344d774e4110d83a3cc2ec773f4f77ecea87630fab1f73af09fb91a9"
+FRESH12_SHA256 = "d968ca70c525dbb8281d8d92659a893a530ca41f0cb6cc65654b735649904643"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -182,16 +204,20 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # Later rounds (`seeds<n>_<lang>.json`): new concepts for the categories that were still weak, training only. Each
 # file holds some of ROUND4_SECTIONS (and no frames: its cores use the fourth round's); the letter names its cores
 # ("self_harm/s3") so that every round's rows can be told apart.
-LATER_ROUNDS = {5: "p", 6: "s", 7: "v"}
+# The eleventh round is nine authors' files ("11a".."11i") and the lead's small benign batch ("11j"), lettered
+# "ka".."kj" (k, the eleventh letter; "d" alone is the third round's).
+LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
+                "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj"}
 
 
-def load_later_round(number: int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
-    """The seeds of round `number` (5, 6, 7): per language, a dict of section -> cores, every section known."""
-    if number not in LATER_ROUNDS:
-        raise ValueError(f"no round {number}; the later rounds are {sorted(LATER_ROUNDS)}")
+def load_later_round(name: str | int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
+    """The seeds of round `name` ("5", "6", "7", "11a".."11j"): per language, a dict of section -> cores."""
+    name = str(name)
+    if name not in LATER_ROUNDS:
+        raise ValueError(f"no round {name}; the later rounds are {list(LATER_ROUNDS)}")
     seeds = {}
     for lang in LANGUAGES:
-        path = data_dir / f"seeds{number}_{lang}.json"
+        path = data_dir / f"seeds{name}_{lang}.json"
         raw = json.loads(path.read_text(encoding="utf-8"))
         unknown = sorted(set(raw) - {*ROUND4_SECTIONS, "lang"})
         if unknown or raw.get("lang") != lang:
@@ -335,13 +361,47 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
                 tricky = section in ("benign_tricky", ADULT)
                 for index, core in enumerate(round4[lang][section]):
                     rows += _expand_diverse(lang, section, label, tricky, f"r{index}", core, own, foreign)
-            # Fifth, sixth and seventh rounds: the same five rows per core, in the fourth round's frames.
-            for number, letter in LATER_ROUNDS.items():
-                for section, cores in later[number][lang].items():
+            # Fifth, sixth, seventh and eleventh rounds: the same five rows per core, in the fourth round's frames.
+            for name, letter in LATER_ROUNDS.items():
+                for section, cores in later[name][lang].items():
                     label = section if section in (*HARD_CATEGORIES, ADULT) else BENIGN
                     tricky = section in ("benign_tricky", ADULT)
                     for index, core in enumerate(cores):
                         rows += _expand_diverse(lang, section, label, tricky, f"{letter}{index}", core, own, foreign)
+    if widen:  # since the eleventh round the fresh sets are training data too (see `_fresh_rows`)
+        rows += _fresh_rows(data_dir)
+    return rows
+
+
+def fresh_set_of(row: dict) -> str | None:
+    """The fresh set a training row was built from ("fresh8"), or None for a row built from the seeds."""
+    key = row["core"].split("/", 1)[1]
+    return key.split(".", 1)[0] if key.startswith("fresh") else None
+
+
+def _fresh_rows(data_dir: Path) -> list[dict]:
+    """Every fresh set's prompts as training rows (since the eleventh round): one row each, its own text.
+
+    Not the five rows of a seed core: measured leaving one author's set out at a time (data/README.md, "Eleventh
+    round"), five rows per fresh prompt gained about one point and blocked 50-60 repository strings, not 39-41.
+
+    A fresh prompt's id is "<set>-<lang>-<label>-<n>"; its core is "<section>/<set>.<n>", one name for the five
+    languages' prompts of that number, so that grouped cross-validation keeps them in one fold (fresh4's
+    languages were written from a shared list of scenarios; in the later sets they merely share a number).
+    """
+    rows = []
+    for path in FRESH_FILES:
+        for line in (data_dir / path.name).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            fresh = json.loads(line)
+            name, lang, named, number = fresh["id"].split("-")  # fresh2/fresh3 ids name "benign_tricky"
+            label, tricky = fresh["label"], bool(fresh.get("tricky"))
+            section = label if label != BENIGN else ("benign_tricky" if tricky else "benign")
+            if lang != fresh["lang"] or named not in (label, section):
+                raise ValueError(f"{path.name}: id {fresh['id']} disagrees with its lang or label")
+            key = f"{name}.{number}"
+            rows.append(_row(lang, section, label, tricky, key, 0, fresh["text"], None, "train"))
     return rows
 
 

@@ -54,7 +54,7 @@ def test_training_separates_its_own_data(small):
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", "adult_nudity", *HARD_CATEGORIES}
-    assert DEFAULT_MODEL.stat().st_size < 5_000_000
+    assert DEFAULT_MODEL.stat().st_size < 12_000_000  # the cap for a shipped file; 4.6 MB in round 7, ~6 MB in 11
     assert set(model.thresholds) == set(HARD_CATEGORIES)
     assert all(MIN_THRESHOLD <= t < 1.0 for t in model.thresholds.values())  # never below the floor
     start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
@@ -145,3 +145,26 @@ def test_unknown_kind_is_refused():
     rows = [r for r in load_prompt_set() if r["split"] == "train" and r["lang"] == "en" and r["obfuscation"] is None]
     with pytest.raises(ValueError, match="unknown classifier kind"):
         cross_validated_thresholds(rows, folds=3, kind="forest")
+
+
+def test_a_model_records_the_fresh_sets_it_was_trained_on(tmp_path):
+    """Since round 11 the fresh sets are training data: `train_on_prompt_set` lists the ones in its training rows in
+    the file, so that benchmarks/guardrails.py never reports them as held out; a file without the entry saw none."""
+    from collections import Counter
+
+    from incasa.safety.classifier import train_on_prompt_set
+    from incasa.safety.promptset import fresh_set_of
+
+    rows = [r for r in load_prompt_set() if r["lang"] == "en" and r["obfuscation"] is None and r["frame"] == 0]
+    taken, picked = Counter(), []
+    for r in rows:  # a small set: 12 concepts per label from the seeds, plus fresh8's English prompts
+        if fresh_set_of(r) is None and r["split"] == "train" and taken[r["label"]] < 12:
+            taken[r["label"]] += 1
+            picked.append(r)
+    fresh8 = [r for r in rows if fresh_set_of(r) == "fresh8"]
+    assert len(fresh8) == 130 and all(r["split"] == "train" for r in fresh8)
+    path = tmp_path / "m.safetensors"
+    model, _ = train_on_prompt_set(picked + fresh8 + [r for r in rows if r["split"] == "test"][:5], path)
+    assert model.fresh_sets_seen == ("fresh8",) and load_model(path).fresh_sets_seen == ("fresh8",)
+    model, _ = train_on_prompt_set(picked, path)
+    assert load_model(path).fresh_sets_seen == ()

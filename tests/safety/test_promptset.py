@@ -7,6 +7,7 @@ from incasa.safety.promptset import (
     OBFUSCATIONS,
     PROMPTS_FILE,
     build_prompt_set,
+    fresh_set_of,
     load_prompt_set,
     obfuscate,
 )
@@ -94,13 +95,15 @@ def test_third_round_rows_are_training_only_and_adult_nudity_is_its_own_class():
     assert all(r["split"] == "train" for r in rows if r["label"] == "adult_nudity")
 
 
-def test_fresh_sets_are_frozen_and_never_trained_on():
+def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
+    """The fresh sets never change (sha256), and since the eleventh round each of their prompts is one training row,
+    grouped across languages by its number (the five languages' prompt n of a set share one core), never a test row."""
     import hashlib
     import json
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
                                          FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
-                                         FRESH_FILES)
+                                         FRESH_FILES, fresh_set_of)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
@@ -111,21 +114,48 @@ def test_fresh_sets_are_frozen_and_never_trained_on():
     assert hashlib.sha256(FRESH_FILES[7].read_bytes()).hexdigest() == FRESH8_SHA256
     assert hashlib.sha256(FRESH_FILES[8].read_bytes()).hexdigest() == FRESH9_SHA256
     assert hashlib.sha256(FRESH_FILES[9].read_bytes()).hexdigest() == FRESH10_SHA256
-    trained = {normalize(r["text"]) for r in load_prompt_set(PROMPTS_FILE)}
-    # fresh5 was written independently after these training prompts existed; three short common phrasings came out
-    # identical to obfuscated training copies (an orca jumping out of the water in it/fr; one Spanish red-team
-    # prompt). They are counted as they are and listed in data/README.md; no new overlap may appear.
-    known = {"fresh5-it-benign-13", "fresh5-fr-benign-13", "fresh5-es-non_consensual_sexual-1"}
-    # fresh7 and the seventh round's data were written at the same time by two authors who never saw each other's
-    # work; one German prompt came out word for word the same (an anthrax infographic). Scored as it is.
-    known7 = {"fresh7-de-mass_harm_weapons-4"}
-    # the same for fresh8, whose author never saw the training data: a fake Le Monde front page.
-    known8 = {"fresh8-fr-election_news_manipulation-1"}
+    rows = load_prompt_set(PROMPTS_FILE)
+    built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
+    cores = defaultdict(set)
+    for r in rows:
+        if fresh_set_of(r):
+            cores[r["core"]].add(r["lang"])
+    expected = Counter()
     for path in FRESH_FILES:
-        fresh = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        overlap = {r["id"] for r in fresh if normalize(r["text"]) in trained}
-        assert fresh and overlap == {"fresh5_eval.jsonl": known, "fresh7_eval.jsonl": known7,
-                                  "fresh8_eval.jsonl": known8}.get(path.name, set())
+        name = path.name.removesuffix("_eval.jsonl")
+        for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
+            expected[(name, r["lang"], r["label"], r["text"], "train")] += 1
+    assert built == expected and sum(expected.values()) == 4980  # every fresh prompt once, as a training row
+    assert set(map(len, cores.values())) == {len(LANGUAGES)}  # one core = that number in all five languages
+    # and no held-out concept equals a fresh prompt, so the held-out report stays held out
+    test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
+    assert not test & {normalize(key[3]) for key in expected}
+
+
+def test_sealed_sets_of_round_11_are_frozen_and_never_trained_on():
+    """fresh11 and fresh12 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the
+    build: no row of prompts.jsonl comes from them. Twelve of their ordinary or shared-word benign prompts came out
+    equal (after normalisation) to a training prompt written independently ("a cat asleep on a windowsill" kind);
+    they were scored as they are, and exactly these are allowed."""
+    import hashlib
+    import json
+
+    from incasa.safety.promptset import FRESH11_SHA256, FRESH12_SHA256, HELD_OUT_FRESH_FILES
+
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH11_SHA256,
+                                                                                          FRESH12_SHA256]
+    rows = load_prompt_set(PROMPTS_FILE)
+    assert not {fresh_set_of(r) for r in rows} & {"fresh11", "fresh12"}
+    trained = {normalize(r["text"]) for r in rows}
+    known = {"fresh11-en-benign-36", "fresh11-en-benign-37", "fresh11-en-benign-44", "fresh11-it-benign-43",
+             "fresh11-es-benign-13", "fresh11-es-benign-36", "fresh11-de-benign-36", "fresh11-de-benign-37",
+             "fresh12-en-benign-44", "fresh12-it-benign-4", "fresh12-it-benign-39", "fresh12-de-benign-37"}
+    for path in HELD_OUT_FRESH_FILES:
+        sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
+        assert Counter(r["label"] for r in sealed) == {**{c: 50 for c in HARD_CATEGORIES}, "benign": 250}
+        overlap = {r["id"] for r in sealed if normalize(r["text"]) in trained}
+        assert overlap == {k for k in known if k.startswith(path.name.split("_")[0] + "-")}
 
 
 def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
@@ -160,7 +190,7 @@ def test_later_rounds_are_new_concepts_and_training_only():
     seeds, fourth = load_seeds(), load_round4()
     later = {n: load_later_round(n) for n in LATER_ROUNDS}
     for lang in LANGUAGES:
-        sixth = later[6][lang]
+        sixth = later["6"][lang]
         assert all(len(sixth[c]) >= 16 for c in ("deepfake_impersonation", "election_news_manipulation", "self_harm"))
         assert len(sixth["benign_tricky"]) >= 40 and len(sixth["benign"]) >= 10, lang
         earlier = {normalize(c) for s in ROUND4_SECTIONS for c in fourth[lang][s]}
@@ -169,7 +199,7 @@ def test_later_rounds_are_new_concepts_and_training_only():
                 if isinstance(cores, list):
                     earlier.update(normalize(c) for c in cores)
         if lang != "en":  # the seventh round: breadth in every hard category but minors_sexual, written natively
-            seventh = later[7][lang]
+            seventh = later["7"][lang]
             hard = [c for c in HARD_CATEGORIES if c != "minors_sexual"]
             assert all(len(seventh.get(c, [])) >= 10 for c in hard), lang
             assert len(seventh["benign_tricky"]) >= 60 and len(seventh["benign"]) >= 8, lang
@@ -179,6 +209,46 @@ def test_later_rounds_are_new_concepts_and_training_only():
     rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
     assert rows and all(r["split"] == "train" for r in rows)
     assert set(Counter(r["core"] + r["lang"] for r in rows).values()) == {5}
+
+
+def test_held_out_rows_are_byte_for_byte_those_of_the_first_round():
+    """Every round since the first added training rows only: the 1,080 test lines of prompts.jsonl hash as they did."""
+    import hashlib
+    import json
+
+    lines = PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
+    lines = [line for line in lines if json.loads(line)["split"] == "test"]
+    assert len(lines) == 1080
+    digest = hashlib.sha256(("\n".join(lines) + "\n").encode("utf-8")).hexdigest()
+    assert digest == "d2d9468388d0e7b46dfa6714929afecc2943226787858b427250feab1963fa39"
+
+
+def test_eleventh_round_is_several_authors_training_only():
+    """seeds11<author>_<lang>.json (a-i): each independent author's 15 red-team cores per hard category, 60 shared-word,
+    15 ordinary benign and 5 adult cores per language (less the few dropped as copies of earlier cores or of fresh
+    prompts, data/README.md), five training rows per core; no core equals a fresh prompt after normalisation."""
+    import json
+
+    from incasa.safety.promptset import FRESH_FILES, LATER_ROUNDS, ROUND4_SECTIONS, load_later_round
+
+    authors = [name for name in LATER_ROUNDS if name.startswith("11") and name != "11j"]
+    assert len(authors) == 9
+    # "11j": the lead's six shared-word benign cores per language (drugs seen lawfully), nothing else
+    lead = load_later_round("11j")
+    assert all(set(lead[lang]) == {"benign_tricky"} and len(lead[lang]["benign_tricky"]) == 6 for lang in LANGUAGES)
+    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    for name in authors:
+        seeds = load_later_round(name)
+        for lang in LANGUAGES:
+            counts = {section: len(seeds[lang].get(section, [])) for section in ROUND4_SECTIONS}
+            assert all(13 <= counts[c] <= 15 for c in HARD_CATEGORIES), (name, lang, counts)
+            assert counts["benign_tricky"] >= 55 and counts["benign"] >= 13 and counts["adult_nudity"] == 5
+            assert not {normalize(c) for cores in seeds[lang].values() for c in cores} & fresh, (name, lang)
+    letters = tuple(LATER_ROUNDS[name] for name in authors)
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    assert all(r["split"] == "train" for r in rows)
+    assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 180 * len(authors) * len(LANGUAGES)
 
 
 def test_a_later_round_with_an_unknown_section_is_refused(tmp_path):
