@@ -52,7 +52,7 @@ gains 2.8-3.5 points of recall (66.5 -> 69.3-70.0 %), and the development sets' 
 they also block more benign prompts (fresh2 2 -> 3-6 of 150, fresh8 5 -> 7-8 of 250) and 51-93 of 2,216 repository
 strings (41 shipped), so it was not shipped; data/README.md has the numbers. `load_model` reads both kinds.
 
-The eleventh round changed the data, not the model: five new authors' seeds and the ten fresh sets as training rows
+The eleventh round changed the data, not the model: nine new authors' seeds and the ten fresh sets as training rows
 (data/README.md). Since the fresh sets can now be training data, a saved model lists the ones it was trained on in
 its metadata (`fresh_sets_seen`, filled by `train_on_prompt_set`), and benchmarks/guardrails.py reports those apart,
 never as held out.
