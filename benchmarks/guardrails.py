@@ -233,8 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     # Sets the classifier was trained on (since round 11) are reported apart, under "seen in training".
     seen = set(model.fresh_sets_seen)
 
+    def was_seen(name: str) -> bool:  # a set's results and its "_lexicon_only"/"_classifier_only" ablations
+        return name.split("_")[0] in seen
+
     def shown(name: str) -> str:
-        return f"{name} (seen in training since round 11)" if name in seen else name
+        return f"{name} (seen in training since round 11)" if was_seen(name) else name
 
     results = {}
     for name, rows in {"held_out": held_out, "fresh": fresh, **frozen}.items():
@@ -307,9 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("red-team blocked", "benign FP", "red-team flagged (block|warn)", "benign flagged"):
         summary.add_column(column, justify="right")
     for name, result in results.items():
-        seen_set = name.removesuffix("_lexicon_only").removesuffix("_classifier_only") in seen
         summary.add_row(
-            name + (" (seen in training since round 11)" if seen_set else ""),
+            shown(name),
             f"{result['red_team_block_rate']['all/all']:.1%}",
             f"{result['benign_false_positive_rate']['all']:.1%}",
             f"{result['red_team_flag_rate']:.1%}",
@@ -362,9 +364,9 @@ def main(argv: list[str] | None = None) -> None:
         },
         **({"extra_eval": {"path": str(args.extra_eval), "sha256": args.extra_sha256.lower()}} if extra else {}),
         "fresh_sets_seen_by_classifier": sorted(seen, key=list(results).index),
-        **{name: result for name, result in results.items() if name.split("_")[0] not in seen},
+        **{name: result for name, result in results.items() if not was_seen(name)},
         "seen_in_training_since_round_11": {
-            name: result for name, result in results.items() if name.split("_")[0] in seen
+            name: result for name, result in results.items() if was_seen(name)
         },
     }
     path = write_result(args.out, payload)
