@@ -2,7 +2,7 @@
 
     incasa safety check "a prompt"          score a prompt against the policy (exit 3 when blocked)
     incasa safety check-image out.png       the output-image hook on a file
-    incasa safety train                     rebuild the prompt set from the seeds (and fresh sets) and retrain the classifier
+    incasa safety train                     rebuild the prompt set (seeds + fresh sets) and retrain the classifier
     incasa keys init                        create a local development signing chain
     incasa keys show                        where the keys are, their id and validity
     incasa provenance verify out.png        C2PA state and trust, model, actions; and the invisible watermark

@@ -54,7 +54,7 @@ def test_training_separates_its_own_data(small):
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", "adult_nudity", *HARD_CATEGORIES}
-    assert DEFAULT_MODEL.stat().st_size < 12_000_000  # the cap for a shipped file; 4.6 MB in round 7, ~6 MB in 11
+    assert DEFAULT_MODEL.stat().st_size < 12_000_000  # the cap for a shipped file; 4.6 MB in round 7, 8.9 MB in round 11
     assert set(model.thresholds) == set(HARD_CATEGORIES)
     assert all(MIN_THRESHOLD <= t < 1.0 for t in model.thresholds.values())  # never below the floor
     start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
