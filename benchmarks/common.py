@@ -15,8 +15,11 @@ RESULTS = Path(__file__).parent / "results"
 def environment() -> dict:
     import torch
 
+    # INCASA_COMMIT: the device machine gets a copy of the working tree whose git HEAD can be stale, so the
+    # command there names the commit it runs
+    commit = os.environ.get("INCASA_COMMIT")
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip() or "uncommitted"
     except OSError:
         commit = "unknown"

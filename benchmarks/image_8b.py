@@ -21,14 +21,25 @@ The seconds are wall time around the whole 28-step loop after a compile warm-up,
 Peak memory is torch.cuda.max_memory_allocated over the sampling runs (and, for incasa, over loading as well).
 
     python benchmarks/image_8b.py [--arms incasa,flux,flux-fused] [--steps 28] [--few-steps 4]
+
+Compile warm-up takes minutes per arm (four on an H200 for FLUX's FP8 blocks), most of it on the CPU. To spend that
+once, run one process per arm on the same GPU with --gate: each loads and compiles at the same time as the others,
+then they wait for each other and time their runs strictly one after another (turn K of N), so no timed run shares
+the GPU; --merge then gathers their results into one JSON with the ratios:
+
+    python benchmarks/image_8b.py --arms incasa --gate /tmp/g --turn 0 --of 2 --name image_8b_incasa &
+    python benchmarks/image_8b.py --arms flux --gate /tmp/g --turn 1 --of 2 --name image_8b_flux; wait
+    python benchmarks/image_8b.py --merge image_8b_incasa,image_8b_flux --name image_8b
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -46,6 +57,52 @@ def _table(rows: list[dict]) -> None:
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
+
+
+def _wait_turn(args) -> None:
+    """With --gate: wait until every process has warmed up and every earlier turn is done. The caller marks its own
+    turn done (_done) when its timed work is over; main() marks it done after a failure too, so none waits forever."""
+    if not args.gate:
+        return
+    gate = Path(args.gate)
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / f"ready.{args.turn}").touch()
+    deadline = time.monotonic() + args.gate_timeout
+    while not all((gate / f"ready.{k}").exists() or (gate / f"done.{k}").exists() for k in range(args.of)) or \
+            not all((gate / f"done.{k}").exists() for k in range(args.turn)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {args.gate_timeout:.0f} s for the other arms at {gate}")
+        time.sleep(0.5)
+
+
+def _done(args) -> None:
+    if args.gate:
+        (Path(args.gate) / f"done.{args.turn}").touch()
+
+
+def _merge(names: list[str], name: str) -> None:
+    """One JSON from the per-arm JSONs of a gated run, with the ratios (the settings of the first)."""
+    from common import RESULTS
+
+    parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    rows = [r for p in parts for r in p["rows"]]
+    path = write_result(name, {"settings": {**parts[0]["settings"], "arms": ",".join(p["settings"]["arms"] for p in parts),
+                                            "merged_from": names}, "rows": rows, "ratios": _ratios(rows)})
+    _table(rows)
+    print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in _ratios(rows).items()})
+    print("wrote", path)
+
+
+def _ratios(rows: list[dict]) -> dict:
+    by = {r["arm"]: r for r in rows if "five_variants_s" in r}
+    ratios = {}
+    if "incasa" in by:
+        for ref in ("flux", "flux-fused"):
+            if ref in by:
+                ratios[f"{ref}_over_incasa"] = by[ref]["five_variants_s"] / by["incasa"]["five_variants_s"]
+                if by[ref].get("few_step_s") and by["incasa"].get("few_step_s"):
+                    ratios[f"{ref}_over_incasa_few_step"] = by[ref]["few_step_s"] / by["incasa"]["few_step_s"]
+    return ratios
 
 
 def _sample_loop(step_fn, x, steps: int):
@@ -92,6 +149,7 @@ def run_incasa(args) -> dict:
         if args.compile:
             compile_blocks(model)
         _, compile_s = timed(lambda: _sample_loop(step, x0, 2))  # compile + first kernels
+        _wait_turn(args)
         torch.cuda.reset_peak_memory_stats()
         runs = _time_runs(step, x0, args.steps, args.repeats)
         few = _time_runs(step, x0, args.few_steps, args.repeats) if args.few_steps else []
@@ -103,8 +161,10 @@ def run_incasa(args) -> dict:
     torch.cuda.empty_cache()
     if args.cap_gib:
         torch.cuda.set_per_process_memory_fraction(1.0)
+    decode = run_decode(args)  # still this process's turn: the 8b weights are freed, the decoder runs alone
+    _done(args)
     median = statistics.median(runs)
-    return {"arm": "incasa", "five_variants_s": median, "runs_s": runs, "per_step_ms": 1000 * median / args.steps,
+    return decode, {"arm": "incasa", "five_variants_s": median, "runs_s": runs, "per_step_ms": 1000 * median / args.steps,
             "few_step_s": statistics.median(few) if few else None, "few_steps": args.few_steps,
             "peak_gib": max(peak, load_peak), "sampling_peak_gib": peak, "load_peak_gib": load_peak,
             "load_s": load_s, "compile_s": compile_s, "sdpa": next((n for n, t in sdpa_ms.items() if isinstance(t, float) and t == min(v for v in sdpa_ms.values() if isinstance(v, float))), None), "sdpa_ms": sdpa_ms,
@@ -170,6 +230,7 @@ def run_flux(args, fused: bool) -> dict:
             for block in list(model.transformer_blocks) + list(model.single_transformer_blocks):
                 block.compile()
         _, compile_s = timed(lambda: _sample_loop(step, x0, 2))
+        _wait_turn(args)
         torch.cuda.reset_peak_memory_stats()
         runs = _time_runs(step, x0, args.steps, args.repeats)
         few = _time_runs(step, x0, args.few_steps, args.repeats) if args.few_steps else []
@@ -177,6 +238,7 @@ def run_flux(args, fused: bool) -> dict:
     del model
     gc.collect()
     torch.cuda.empty_cache()
+    _done(args)
     median = statistics.median(runs)
     return {"arm": "flux-fused" if fused else "flux", "five_variants_s": median, "runs_s": runs,
             "per_step_ms": 1000 * median / args.steps, "few_step_s": statistics.median(few) if few else None,
@@ -197,7 +259,15 @@ def main() -> None:
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--cap-gib", type=float, default=12.0, help="memory cap for the incasa arm (0: none)")
     ap.add_argument("--name", default="image_8b")
+    ap.add_argument("--gate", default=None, help="a folder shared by one process per arm: time in turns (see above)")
+    ap.add_argument("--turn", type=int, default=0, help="with --gate: this process times after turns 0..K-1")
+    ap.add_argument("--of", type=int, default=1, help="with --gate: how many processes share the gate")
+    ap.add_argument("--gate-timeout", type=float, default=900.0)
+    ap.add_argument("--merge", default=None, help="comma-separated result names of a gated run: merge them, measure nothing")
     args = ap.parse_args()
+    if args.merge:
+        _merge(args.merge.split(","), args.name)
+        return
     args.fp8 = None if args.fp8 == "none" else args.fp8
     if not torch.cuda.is_available():
         print("image_8b.py needs a CUDA GPU; nothing to measure here.")
@@ -207,8 +277,8 @@ def main() -> None:
     for arm in args.arms.split(","):
         try:
             if arm == "incasa":
-                rows.append(run_incasa(args))
-                rows.append(run_decode(args))
+                decode, row = run_incasa(args)
+                rows += [row, decode]
             elif arm in ("flux", "flux-fused"):
                 rows.append(run_flux(args, fused=arm == "flux-fused"))
             else:
@@ -219,13 +289,10 @@ def main() -> None:
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.set_per_process_memory_fraction(1.0)
+        finally:
+            _done(args)  # a failed arm frees the gate for the others
         write_result(args.name, {"settings": vars(args), "rows": rows})
-    by = {r["arm"]: r for r in rows if "five_variants_s" in r}
-    ratios = {}
-    if "incasa" in by:
-        for ref in ("flux", "flux-fused"):
-            if ref in by:
-                ratios[f"{ref}_over_incasa"] = by[ref]["five_variants_s"] / by["incasa"]["five_variants_s"]
+    ratios = _ratios(rows)
     path = write_result(args.name, {"settings": vars(args), "rows": rows, "ratios": ratios})
     _table(rows)
     print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in ratios.items()})

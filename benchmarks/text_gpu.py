@@ -9,7 +9,8 @@ Needs only torch (runs on a bare GPU machine). Three parts, random weights and r
      peak = --peak-tflops (bf16 dense; H100/H200 SXM: 989).
   3. decode: greedy KV-cache decoding of --decode-tokens tokens, 1 stream vs --decode-batch streams.
 
-    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8]
+    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8,16] [--compile-mode MODE]
+        [--profile]   # also the top CUDA kernels of one training step of the last setting, as a text table
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from incasa.nn.moe import MoE, MoEConfig, grouped_mm_works  # noqa: E402
 from incasa.text.moe_lm import PRESETS, KVCache, MoELM, count_params  # noqa: E402
@@ -52,14 +53,15 @@ def numerics() -> dict:
             "grad_w13_scale": float(res[1][2].abs().max())}
 
 
-def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: bool, peak: float, steps: int = 10):
+def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: bool, peak: float, steps: int = 10,
+                compile_mode: str | None = None, profile: Path | None = None):
     import torch.nn.functional as F
 
     cfg = replace(PRESETS[preset], max_seq_len=max(PRESETS[preset].max_seq_len, seq_len), dispatch=dispatch)
     torch.manual_seed(0)
     model = MoELM(cfg).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    fwd = torch.compile(model) if compile_ else model
+    fwd = torch.compile(model, mode=compile_mode) if compile_ else model
     x = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
 
     def step():
@@ -79,10 +81,15 @@ def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: 
         step()
     torch.cuda.synchronize()
     dt = (time.time() - t0) / steps
+    if profile is not None:  # where the step's time goes: the kernels by total CUDA time
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        profile.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
     p = count_params(cfg)
     flops = 6 * p["active_non_embedding"] + 6 * cfg.vocab_size * cfg.dim + 12 * cfg.depth * seq_len * cfg.dim
     tps = batch * seq_len / dt
-    return {"preset": preset, "dispatch": dispatch, "compile": compile_, "seq_len": seq_len, "batch": batch,
+    return {"preset": preset, "dispatch": dispatch, "compile": compile_, "compile_mode": compile_mode, "seq_len": seq_len, "batch": batch,
             "step_ms": 1e3 * dt, "tokens_per_s": tps, "mfu": tps * flops / (peak * 1e12),
             "active_params": p["active"], "total_params": p["total"],
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
@@ -114,7 +121,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="small,base")
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", default="8", help="comma-separated batch sizes (sequences per step)")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the compiled rows (default mode: none)")
+    ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager rows")
+    ap.add_argument("--profile", action="store_true", help="write the kernel table of the last setting beside the JSON")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--compile", action="store_true", help="also measure under torch.compile")
     ap.add_argument("--dispatches", default="grouped,loop")
@@ -128,14 +138,24 @@ def main() -> None:
     num = numerics()
     print("numerics grouped vs loop:", num, flush=True)
     rows = []
-    for preset in args.presets.split(","):
-        for dispatch in args.dispatches.split(","):
-            for c in ([False, True] if args.compile else [False]):
-                r = train_speed(preset, args.seq_len, args.batch, dispatch, c, args.peak_tflops)
-                rows.append(r)
-                print(f"{preset:6s} {dispatch:8s} compile={c!s:5s} {r['step_ms']:8.1f} ms/step "
-                      f"{r['tokens_per_s']:10.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  {r['peak_memory_gb']:.1f} GB",
-                      flush=True)
+    compiled = ([True] if args.only_compiled else [False, True]) if args.compile else [False]
+    settings = [(preset, int(batch), dispatch, c) for preset in args.presets.split(",")
+                for batch in args.batch.split(",") for dispatch in args.dispatches.split(",") for c in compiled]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for i, (preset, batch, dispatch, c) in enumerate(settings):
+        prof = RESULTS / f"{args.name}_profile.txt" if args.profile and i == len(settings) - 1 else None
+        try:
+            r = train_speed(preset, args.seq_len, batch, dispatch, c, args.peak_tflops,
+                            compile_mode=args.compile_mode if c else None, profile=prof)
+        except torch.OutOfMemoryError as e:  # a too-large batch is a result, not the end of the sweep
+            r = {"preset": preset, "dispatch": dispatch, "compile": c, "batch": batch, "error": str(e).splitlines()[0]}
+            print(r, flush=True)
+            torch.cuda.empty_cache()
+            continue
+        rows.append(r)
+        print(f"{preset:6s} b={batch:<3d} {dispatch:8s} compile={c!s:5s} {r['step_ms']:8.1f} ms/step "
+              f"{r['tokens_per_s']:10.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  {r['peak_memory_gb']:.1f} GB",
+              flush=True)
     dec = decode_speed("small", args.decode_batch, args.decode_tokens)
     print("decode small bf16:", dec)
     path = write_result(args.name, {"settings": vars(args), "numerics": num, "training": rows, "decode": dec})

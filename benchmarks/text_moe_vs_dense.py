@@ -27,16 +27,20 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import write_result  # noqa: E402
+
+from incasa.text.train import TrainConfig  # noqa: E402
 
 
 def run_training(args, preset: str, out: Path) -> dict:
-    from incasa.text.train import TrainConfig, train
+    from incasa.text.train import train
 
     cfg = TrainConfig(data=args.data, out=str(out), preset=preset, vocab_size=args.vocab_size, seq_len=args.seq_len,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=max(1, args.steps // 20),
                       eval_every=args.steps, ckpt_every=args.steps, eval_batches=args.eval_batches, seed=0,
-                      device=args.device)
+                      device=args.device, bias_update_rule=args.bias_update_rule,
+                      bias_update_rate=args.bias_update_rate, balance_loss_weight=args.balance_loss_weight)
     t0 = time.time()
     train(cfg, console=Console(stderr=True, quiet=True))
     wall = time.time() - t0
@@ -87,6 +91,9 @@ def main() -> None:
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bias-update-rule", default=TrainConfig.bias_update_rule, help="sign | proportional | adaptive")
+    ap.add_argument("--bias-update-rate", type=float, default=TrainConfig.bias_update_rate)
+    ap.add_argument("--balance-loss-weight", type=float, default=None, help="default: the preset's")
     ap.add_argument("--name", default="text_moe_vs_dense")
     args = ap.parse_args()
     if args.device == "auto":
