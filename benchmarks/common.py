@@ -28,10 +28,11 @@ def environment() -> dict:
             "commit": commit, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def write_result(name: str, payload: dict) -> Path:
+def write_result(name: str, payload: dict, env: dict | None = None) -> Path:
+    """env: the device/date/commit to record instead of this machine's (a merge of results measured elsewhere)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**environment(), **payload}, indent=2))
+    tmp.write_text(json.dumps({**(env or environment()), **payload}, indent=2))
     tmp.replace(path)
     return path

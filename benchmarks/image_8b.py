@@ -80,14 +80,20 @@ def _done(args) -> None:
         (Path(args.gate) / f"done.{args.turn}").touch()
 
 
-def _merge(names: list[str], name: str) -> None:
-    """One JSON from the per-arm JSONs of a gated run, with the ratios (the settings of the first)."""
+def _merge(names: list[str], name: str, note: str | None = None) -> None:
+    """One JSON from per-arm JSONs (a gated run, or arms measured one after another on the same machine), with the
+    ratios: the device, commit and settings of the first part; every row keeps the date its part was measured."""
     from common import RESULTS
 
     parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
-    rows = [r for p in parts for r in p["rows"]]
-    path = write_result(name, {"settings": {**parts[0]["settings"], "arms": ",".join(p["settings"]["arms"] for p in parts),
-                                            "merged_from": names}, "rows": rows, "ratios": _ratios(rows)})
+    devices = {p["device"] for p in parts}
+    if len(devices) > 1:
+        raise SystemExit(f"refusing to merge results from different devices: {sorted(devices)}")
+    rows = [{**r, "measured": p["date"]} for p in parts for r in p["rows"]]
+    env = {k: parts[0][k] for k in ("device", "date", "commit", "torch", "python")}
+    settings = {**parts[0]["settings"], "arms": ",".join(p["settings"]["arms"] for p in parts), "merged_from": names}
+    path = write_result(name, {"settings": settings, "rows": rows, "ratios": _ratios(rows),
+                               **({"note": note} if note else {})}, env=env)
     _table(rows)
     print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in _ratios(rows).items()})
     print("wrote", path)
@@ -164,11 +170,13 @@ def run_incasa(args) -> dict:
     decode = run_decode(args)  # still this process's turn: the 8b weights are freed, the decoder runs alone
     _done(args)
     median = statistics.median(runs)
-    return decode, {"arm": "incasa", "five_variants_s": median, "runs_s": runs, "per_step_ms": 1000 * median / args.steps,
-            "few_step_s": statistics.median(few) if few else None, "few_steps": args.few_steps,
-            "peak_gib": max(peak, load_peak), "sampling_peak_gib": peak, "load_peak_gib": load_peak,
-            "load_s": load_s, "compile_s": compile_s, "sdpa": next((n for n, t in sdpa_ms.items() if isinstance(t, float) and t == min(v for v in sdpa_ms.values() if isinstance(v, float))), None), "sdpa_ms": sdpa_ms,
-            "output_finite": finite, "cap_gib": args.cap_gib}
+    timed_ms = {n: t for n, t in sdpa_ms.items() if isinstance(t, float)}  # kernels that ran, by milliseconds
+    row = {"arm": "incasa", "five_variants_s": median, "runs_s": runs, "per_step_ms": 1000 * median / args.steps,
+           "few_step_s": statistics.median(few) if few else None, "few_steps": args.few_steps,
+           "peak_gib": max(peak, load_peak), "sampling_peak_gib": peak, "load_peak_gib": load_peak,
+           "load_s": load_s, "compile_s": compile_s, "sdpa": min(timed_ms, key=timed_ms.get, default=None),
+           "sdpa_ms": sdpa_ms, "output_finite": finite, "cap_gib": args.cap_gib}
+    return decode, row
 
 
 def run_decode(args) -> dict:
@@ -263,10 +271,12 @@ def main() -> None:
     ap.add_argument("--turn", type=int, default=0, help="with --gate: this process times after turns 0..K-1")
     ap.add_argument("--of", type=int, default=1, help="with --gate: how many processes share the gate")
     ap.add_argument("--gate-timeout", type=float, default=900.0)
-    ap.add_argument("--merge", default=None, help="comma-separated result names of a gated run: merge them, measure nothing")
+    ap.add_argument("--merge", default=None,
+                    help="comma-separated result names of one arm each: merge them, measure nothing")
+    ap.add_argument("--note", default=None, help="with --merge: how the parts were measured, kept in the JSON")
     args = ap.parse_args()
     if args.merge:
-        _merge(args.merge.split(","), args.name)
+        _merge(args.merge.split(","), args.name, args.note)
         return
     args.fp8 = None if args.fp8 == "none" else args.fp8
     if not torch.cuda.is_available():

@@ -9,7 +9,7 @@ Needs only torch (runs on a bare GPU machine). Three parts, random weights and r
      peak = --peak-tflops (bf16 dense; H100/H200 SXM: 989).
   3. decode: greedy KV-cache decoding of --decode-tokens tokens, 1 stream vs --decode-batch streams.
 
-    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8,16] [--compile-mode MODE]
+    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8,16] [--compile [--compile-loss]]
         [--profile]   # also the top CUDA kernels of one training step of the last setting, as a text table
 """
 
@@ -53,21 +53,35 @@ def numerics() -> dict:
             "grad_w13_scale": float(res[1][2].abs().max())}
 
 
-def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: bool, peak: float, steps: int = 10,
-                compile_mode: str | None = None, profile: Path | None = None):
+def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: bool | str, peak: float,
+                steps: int = 10, compile_mode: str | None = None, profile: Path | None = None):
     import torch.nn.functional as F
 
     cfg = replace(PRESETS[preset], max_seq_len=max(PRESETS[preset].max_seq_len, seq_len), dispatch=dispatch)
     torch.manual_seed(0)
     model = MoELM(cfg).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    fwd = torch.compile(model, mode=compile_mode) if compile_ else model
     x = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
+
+    def loss_fn(tokens):
+        logits, aux = model(tokens[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux
+
+    # compile "model": the network compiled, the float32 logits and the loss eager (as incasa.text.train does);
+    # compile "loss": network and loss in one graph, so the cast and the 32k-way softmax fuse and the float32
+    # logits are never stored whole (the profile of the first kind shows the eager softmax at ~7% of the step)
+    if compile_ == "loss":
+        loss_c = torch.compile(loss_fn, mode=compile_mode)
+    else:
+        fwd = torch.compile(model, mode=compile_mode) if compile_ else model
+
+        def loss_c(tokens):
+            logits, aux = fwd(tokens[:, :-1])
+            return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits, aux = fwd(x[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()) + aux
+            loss = loss_c(x)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -89,7 +103,8 @@ def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: 
     p = count_params(cfg)
     flops = 6 * p["active_non_embedding"] + 6 * cfg.vocab_size * cfg.dim + 12 * cfg.depth * seq_len * cfg.dim
     tps = batch * seq_len / dt
-    return {"preset": preset, "dispatch": dispatch, "compile": compile_, "compile_mode": compile_mode, "seq_len": seq_len, "batch": batch,
+    return {"preset": preset, "dispatch": dispatch, "compile": compile_, "compile_mode": compile_mode,
+            "seq_len": seq_len, "batch": batch,
             "step_ms": 1e3 * dt, "tokens_per_s": tps, "mfu": tps * flops / (peak * 1e12),
             "active_params": p["active"], "total_params": p["total"],
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
@@ -122,8 +137,10 @@ def main() -> None:
     ap.add_argument("--presets", default="small,base")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", default="8", help="comma-separated batch sizes (sequences per step)")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the compiled rows (default mode: none)")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled rows (default: none)")
     ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager rows")
+    ap.add_argument("--compile-loss", action="store_true",
+                    help="also a row with the network and the loss compiled as one graph")
     ap.add_argument("--profile", action="store_true", help="write the kernel table of the last setting beside the JSON")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--compile", action="store_true", help="also measure under torch.compile")
@@ -139,6 +156,8 @@ def main() -> None:
     print("numerics grouped vs loop:", num, flush=True)
     rows = []
     compiled = ([True] if args.only_compiled else [False, True]) if args.compile else [False]
+    if args.compile_loss:
+        compiled.append("loss")
     settings = [(preset, int(batch), dispatch, c) for preset in args.presets.split(",")
                 for batch in args.batch.split(",") for dispatch in args.dispatches.split(",") for c in compiled]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -110,11 +110,11 @@ def train_text(
     bias_update_rate: float = typer.Option(1e-2, "--bias-update-rate",
                                            help="Auxiliary-loss-free balancing: bias step per optimizer step "
                                                 "(the largest step for proportional and adaptive)."),
-    bias_update_rule: str = typer.Option("sign", "--bias-update-rule",
-                                         help="How the balance bias moves: sign (a fixed step, DeepSeek-V3), "
-                                              "proportional (step follows the load error) or adaptive (sign steps "
-                                              "that grow while an expert stays off balance and halve when it "
-                                              "crosses: fast catch-up, little dither)."),
+    bias_update_rule: str = typer.Option("proportional", "--bias-update-rule",
+                                         help="How the balance bias moves: proportional (step follows the load "
+                                              "error; the default), sign (a fixed step, DeepSeek-V3) or adaptive "
+                                              "(sign steps that grow while an expert stays off balance and halve "
+                                              "when it crosses: fast catch-up, little dither)."),
     balance_loss_weight: Optional[float] = typer.Option(None, "--balance-loss-weight",
                                                         help="Sequence-level balance loss weight (default: preset)."),
     z_loss_weight: Optional[float] = typer.Option(None, "--z-loss-weight",

@@ -61,7 +61,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99
     bias_update_rate: float = 1e-2  # balancing step; DeepSeek-V3 uses 1e-3 over far longer runs than ours
-    bias_update_rule: str = "sign"  # sign (DeepSeek-V3) | proportional | adaptive (incasa.nn.moe.bias_step)
+    # sign (DeepSeek-V3) | proportional | adaptive (incasa.nn.moe.bias_step). Proportional: the sign rule's fixed
+    # steps dither by ~0.1 in load max/mean at our short runs' rate (benchmarks/text_balance.py)
+    bias_update_rule: str = "proportional"
     bias_update_band: float = 0.1  # proportional: relative load error that gets the full step
     bias_load_ema: float = 0.0  # > 0: steer by an EMA of the load (this decay) instead of the last step's
     bias_update_floor: float = 0.1  # adaptive: the smallest step, as a fraction of bias_update_rate
