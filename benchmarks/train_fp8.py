@@ -23,6 +23,7 @@ with its error while the others still run; results are written after each part. 
 prints why and exits 0. Without matplotlib (a bare GPU image), re-plot later from the JSON:
 
     python benchmarks/train_fp8.py                      # on the GPU: both parts, JSON + PNG in benchmarks/results/
+    python benchmarks/train_fp8.py --no-speed --name train_fp8_curves   # only part 2 (a device call too short for both)
     python benchmarks/train_fp8.py --plot benchmarks/results/train_fp8.json   # anywhere: only the PNG
 """
 
@@ -222,6 +223,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the default mode)")
+    ap.add_argument("--no-speed", dest="speed", action="store_false", help="skip part 1 (only the loss curves)")
     ap.add_argument("--curve-steps", type=int, default=200, help="0 skips part 2")
     ap.add_argument("--curve-batch", type=int, default=8)
     ap.add_argument("--curve-image-tokens", type=int, default=1024, help="a square: 1024 = a 512^2 image")
@@ -243,7 +245,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "capability": list(torch.cuda.get_device_capability()), "speed": [], "curves": {}}
-    for arm in arms:
+    for arm in arms if args.speed else []:
         print(f"speed: {arm}", flush=True)
         result["speed"].append(run_arm(speed, arm, args, arm))
         write_result(args.name, result)
@@ -263,6 +265,7 @@ def main() -> None:
                 result.setdefault("curve_errors", {})[arm] = out["error"]
             else:
                 result["curves"][arm] = out
+            write_result(args.name, result)  # a call cut short still keeps the arms it finished
         if "bf16" in result["curves"]:
             ref = result["curves"]["bf16"]
             k = max(1, len(ref) // 10)
