@@ -22,10 +22,13 @@ Peak memory is torch.cuda.max_memory_allocated over the sampling runs (and, for 
 
     python benchmarks/image_8b.py [--arms incasa,flux,flux-fused] [--steps 28] [--few-steps 4]
 
-Compile warm-up takes minutes per arm (four on an H200 for FLUX's FP8 blocks), most of it on the CPU. To spend that
-once, run one process per arm on the same GPU with --gate: each loads and compiles at the same time as the others,
-then they wait for each other and time their runs strictly one after another (turn K of N), so no timed run shares
-the GPU; --merge then gathers their results into one JSON with the ratios:
+Compile warm-up takes minutes per arm (on an H200: 275 s for FLUX, 334 s for incasa with FP8 weights), mostly on
+the CPU. --gate lets one process per arm share the GPU: each loads and compiles while the others do, then they wait
+for each other and time their runs strictly one after another (turn K of N), so no timed run shares the GPU; --merge
+gathers per-arm results into one JSON with the ratios. Tried once with both arms: two FP8 compiles at once on 16
+cores did not finish within 400 s. What worked was one arm against a 2-way gate whose other turn was a shell loop
+that paused a training job (SIGSTOP) before saying ready, and resumed it after (scripts/device_8b_beside_text.sh, the
+call that produced benchmarks/results/image_8b.json's incasa row and the shipped text default).
 
     python benchmarks/image_8b.py --arms incasa --gate /tmp/g --turn 0 --of 2 --name image_8b_incasa &
     python benchmarks/image_8b.py --arms flux --gate /tmp/g --turn 1 --of 2 --name image_8b_flux; wait

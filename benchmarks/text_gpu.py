@@ -63,21 +63,16 @@ def train_speed(preset: str, seq_len: int, batch: int, dispatch: str, compile_: 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
 
-    def loss_fn(tokens):
-        logits, aux = model(tokens[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux
-
-    # compile "model": the network compiled, the float32 logits and the loss eager (as incasa.text.train does);
+    # compile True: the network compiled, the float32 logits and the loss eager (as incasa.text.train does);
     # compile "loss": network and loss in one graph, so the cast and the 32k-way softmax fuse and the float32
     # logits are never stored whole (the profile of the first kind shows the eager softmax at ~7% of the step)
-    if compile_ == "loss":
-        loss_c = torch.compile(loss_fn, mode=compile_mode)
-    else:
-        fwd = torch.compile(model, mode=compile_mode) if compile_ else model
+    fwd = torch.compile(model, mode=compile_mode) if compile_ is True else model
 
-        def loss_c(tokens):
-            logits, aux = fwd(tokens[:, :-1])
-            return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux
+    def loss_fn(tokens):
+        logits, aux = fwd(tokens[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()) + aux
+
+    loss_c = torch.compile(loss_fn, mode=compile_mode) if compile_ == "loss" else loss_fn
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
