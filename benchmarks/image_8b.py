@@ -79,7 +79,8 @@ def _wait_turn(args) -> None:
 
 
 def _done(args) -> None:
-    if args.gate:
+    if args.gate:  # also after a failure before _wait_turn made the folder
+        Path(args.gate).mkdir(parents=True, exist_ok=True)
         (Path(args.gate) / f"done.{args.turn}").touch()
 
 
