@@ -96,10 +96,15 @@ def _merge(names: list[str], name: str, note: str | None = None) -> None:
     rows = [{**r, "measured": p["date"]} for p in parts for r in p["rows"]]
     env = {k: parts[0][k] for k in ("device", "date", "commit", "torch", "python")}
     settings = {**parts[0]["settings"], "arms": ",".join(p["settings"]["arms"] for p in parts), "merged_from": names}
-    path = write_result(name, {"settings": settings, "rows": rows, "ratios": _ratios(rows),
+    ratios = _ratios(rows)
+    path = write_result(name, {"settings": settings, "rows": rows, "ratios": ratios,
                                **({"note": note} if note else {})}, env=env)
+    _report(rows, ratios, path)
+
+
+def _report(rows: list[dict], ratios: dict, path: Path) -> None:
     _table(rows)
-    print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in _ratios(rows).items()})
+    print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in ratios.items()})
     print("wrote", path)
 
 
@@ -308,9 +313,7 @@ def main() -> None:
         write_result(args.name, {"settings": vars(args), "rows": rows})
     ratios = _ratios(rows)
     path = write_result(args.name, {"settings": vars(args), "rows": rows, "ratios": ratios})
-    _table(rows)
-    print("ratios (>1: incasa faster):", {k: round(v, 3) for k, v in ratios.items()})
-    print("wrote", path)
+    _report(rows, ratios, path)
 
 
 if __name__ == "__main__":
