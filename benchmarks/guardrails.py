@@ -8,7 +8,7 @@ Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (
 as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
 
 Sets:
-- held-out split of incasa/safety/data/prompts.jsonl: concepts never seen in training, in any language
+- held-out split of the prompt set (promptset.build_prompt_set): concepts never seen in training, in any language
   (the classifier never saw them; the lexicons were written by the same author who wrote these prompts, so
   the lexicon columns are optimistic — see the "classifier only" ablation for a clean number);
 - fresh_eval.jsonl (first fresh set): 130 prompts written after the first lexicons and thresholds were frozen,

@@ -148,25 +148,55 @@ TRANSFORMS = {"crop": t_crop, "resize": t_resize, "jpeg": t_jpeg, "jitter": t_ji
               "rotate": t_rotate, "text": t_text}
 
 
-def render_sets(npm: Path, size: int = 64) -> tuple[list[Image.Image], list[str]]:
-    """Twemoji + OpenMoji + Fluent flat SVGs rendered at ``size`` px, flattened; pixel-identical duplicates dropped."""
+# the training styles: name -> (folder of SVGs under --npm, the `npm pack` that provides it)
+STYLE_SETS = {
+    "twemoji": ("twemoji-svg-15.0.0/package", "@twemoji/svg@15.0.0"),
+    "openmoji": ("openmoji-17.0.0/package/color/svg", "openmoji@17.0.0"),
+    "fluent-flat": ("fluentui-emoji-1.3.0/package/icons/flat", "fluentui-emoji@1.3.0"),
+    "fluent-modern": ("fluentui-emoji-1.3.0/package/icons/modern", "fluentui-emoji@1.3.0"),
+    "emojione": ("emojione-2.2.7/package/assets/svg", "emojione@2.2.7"),
+}
+DEFAULT_SETS = ("twemoji", "openmoji", "fluent-flat")
+
+
+def parse_sets(text: str) -> tuple[str, ...]:
+    """``"twemoji,emojione"`` -> the set names, checked against ``STYLE_SETS`` (ValueError naming the known ones)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in STYLE_SETS]
+    if unknown or not names:
+        raise ValueError(f"unknown emoji set(s) {', '.join(unknown) or '(none given)'}: "
+                         f"choose from {', '.join(STYLE_SETS)}")
+    return names
+
+
+def set_paths(npm: Path, sets: tuple[str, ...] = DEFAULT_SETS) -> list[tuple[str, Path]]:
+    """(set name, SVG path) of every picture of ``sets``, each set sorted by file name; ValueError naming the
+    ``npm pack`` to run when a set's folder is missing or holds no SVG."""
+    out = []
+    for name in sets:
+        folder, package = STYLE_SETS[name]
+        paths = sorted((npm / folder).glob("*.svg"))
+        if not paths:
+            raise ValueError(f"emoji set {name!r}: no SVGs under {npm / folder} (run `npm pack {package}` in {npm} "
+                             f"and extract it into {npm / folder.split('/')[0]}/)")
+        out += [(name, path) for path in paths]
+    return out
+
+
+def render_sets(npm: Path, size: int = 64, sets: tuple[str, ...] = DEFAULT_SETS) -> tuple[list[Image.Image], list[str]]:
+    """The SVGs of ``sets`` (default Twemoji + OpenMoji + Fluent flat) rendered at ``size`` px with resvg, flattened
+    onto white; pixel-identical duplicates (within or across sets) dropped. Names are ``set/file stem``."""
     import resvg_py
 
-    paths = sorted((npm / "twemoji-svg-15.0.0/package").glob("*.svg"))
-    paths += sorted((npm / "openmoji-17.0.0/package/color/svg").glob("*.svg"))
-    paths += sorted((npm / "fluentui-emoji-1.3.0/package/icons/flat").glob("*.svg"))
-    if not paths:
-        raise ValueError(f"no Twemoji/OpenMoji/Fluent SVGs under {npm} (npm pack @twemoji/svg@15.0.0 "
-                         "openmoji@17.0.0 fluentui-emoji@1.3.0)")
     images, names, seen = [], [], set()
-    for path in paths:
+    for name, path in set_paths(npm, sets):
         png = bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=size, height=size))
         im = flatten(Image.open(io.BytesIO(png)))
         digest = hashlib.sha256(im.tobytes()).hexdigest()
         if digest not in seen:
             seen.add(digest)
             images.append(im)
-            names.append(f"{path.parent.parent.name}/{path.stem}")
+            names.append(f"{name}/{path.stem}")
     return images, names
 
 
@@ -208,10 +238,10 @@ def build_pairs(images: list[Image.Image], num_queries: int, seed: int, progress
             "label": np.array(labels), "qid": np.array(qids)}
 
 
-def _pairs_of_seed(job: tuple[Path, int, int, bool, bool]) -> dict:
-    npm, queries, seed, progress, wide_jitter = job
+def _pairs_of_seed(job: tuple[Path, int, int, bool, bool, tuple[str, ...]]) -> dict:
+    npm, queries, seed, progress, wide_jitter, sets = job
     cv2_threads()
-    images, _ = render_sets(npm)
+    images, _ = render_sets(npm, sets=sets)
     return build_pairs(images, queries, seed, progress, {"jitter": t_jitter_wide} if wide_jitter else None)
 
 
@@ -219,7 +249,8 @@ def _pairs_of_seed(job: tuple[Path, int, int, bool, bool]) -> dict:
 JITTER_SEED = 1000
 
 
-def build_all_pairs(npm: Path, queries: int, seeds: list[int], workers: int = 1, jitter_queries: int = 0) -> dict:
+def build_all_pairs(npm: Path, queries: int, seeds: list[int], workers: int = 1, jitter_queries: int = 0,
+                    sets: tuple[str, ...] = DEFAULT_SETS) -> dict:
     """One batch of ``queries`` pairs per seed, plus one of ``jitter_queries`` copies all under the wider training
     jitter (``t_jitter_wide``, seed ``JITTER_SEED``), concatenated (query ids offset by 100,000 per batch).
 
@@ -227,9 +258,10 @@ def build_all_pairs(npm: Path, queries: int, seeds: list[int], workers: int = 1,
     sibling *is* a colour change, only a local one — and in the mixed batches it is one query in seven. In each of
     its queries the positive and the negatives (the original's siblings) are judged against the very same jittered
     picture, so the net learns to tell a global colour shift from a recoloured face, not a jitter from no jitter."""
-    jobs = [(npm, queries, seed, workers == 1, False) for seed in seeds]
+    set_paths(npm, sets)  # a missing set fails here, before any worker starts
+    jobs = [(npm, queries, seed, workers == 1, False, sets) for seed in seeds]
     if jitter_queries:
-        jobs.append((npm, jitter_queries, JITTER_SEED, workers == 1, True))
+        jobs.append((npm, jitter_queries, JITTER_SEED, workers == 1, True, sets))
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -354,7 +386,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Train the deja-vu verifier CNN on Twemoji + OpenMoji + Fluent copies.")
     ap.add_argument("--npm", type=Path, default=Path(os.environ.get("INCASA_NPMCACHE", "/work/npmcache")),
                     help="folder with the extracted npm tarballs (twemoji-svg-15.0.0/, openmoji-17.0.0/, "
-                         "fluentui-emoji-1.3.0/)")
+                         "fluentui-emoji-1.3.0/, emojione-2.2.7/)")
+    ap.add_argument("--sets", default=",".join(DEFAULT_SETS),
+                    help=f"comma-separated emoji styles to train on, of: {', '.join(STYLE_SETS)}")
     ap.add_argument("--queries", type=int, default=7000,
                     help="transformed copies per pair seed, each paired with its 4 nearest neighbours")
     ap.add_argument("--pair-seeds", type=int, nargs="+", default=[2, 3],
@@ -375,6 +409,12 @@ def main() -> None:
                     help="a verifier file whose nets the new one joins: the output holds them all, and the verdict "
                          "is their mean logit")
     args = ap.parse_args()
+    try:
+        sets = parse_sets(args.sets)
+        if args.pairs_cache is None or not args.pairs_cache.exists():
+            set_paths(args.npm, sets)
+    except ValueError as e:
+        ap.error(str(e))
     if not 1 <= args.num_scalars <= len(dv.SCALAR_NAMES):
         ap.error(f"--num-scalars must be 1..{len(dv.SCALAR_NAMES)}")
     if args.join is not None and not args.join.is_file():
@@ -388,7 +428,7 @@ def main() -> None:
         with np.load(args.pairs_cache) as z:
             pairs = {k: z[k] for k in z.files}
     else:
-        pairs = build_all_pairs(args.npm, args.queries, args.pair_seeds, args.workers, args.jitter_queries)
+        pairs = build_all_pairs(args.npm, args.queries, args.pair_seeds, args.workers, args.jitter_queries, sets)
         if args.pairs_cache is not None:
             tmp = args.pairs_cache.with_name(args.pairs_cache.name + ".tmp.npz")
             np.savez_compressed(tmp, **pairs)
@@ -398,7 +438,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = (f"python -m incasa.data.dejavu_train --queries {args.queries} --pair-seeds "
                f"{' '.join(map(str, args.pair_seeds))} --jitter-queries {args.jitter_queries} "
-               f"--num-scalars {args.num_scalars} --epochs {args.epochs} --seed {args.seed}")
+               f"--num-scalars {args.num_scalars} --epochs {args.epochs} --seed {args.seed}"
+               + (f" --sets {','.join(sets)}" if sets != DEFAULT_SETS else ""))
     members: tuple = ()
     if args.join is not None:
         # read before the first epoch overwrites it, when --join is the file this run writes

@@ -61,7 +61,7 @@ Only training needs scikit-learn (and torch, for the blend). The saved model hol
 weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax
 exactly in numpy, and a test checks that against scikit-learn on the training prompts.
 
-Train with `incasa safety train` (rebuilds data/prompts.jsonl from the seeds, fits on the "train" split,
+Train with `incasa safety train` (builds the prompt set from the seeds, fits on the "train" split,
 picks the per-category thresholds by grouped CV, writes data/prompt_classifier.safetensors).
 """
 

@@ -2,7 +2,8 @@
 
     incasa safety check "a prompt"          score a prompt against the policy (exit 3 when blocked)
     incasa safety check-image out.png       the output-image hook on a file
-    incasa safety train                     rebuild the prompt set (seeds + fresh sets) and retrain the classifier
+    incasa safety train                     build the prompt set (seeds + fresh sets) and retrain the classifier
+    incasa safety prompts FILE              write that prompt set as JSONL, to read or to train elsewhere
     incasa keys init                        create a local development signing chain
     incasa keys show                        where the keys are, their id and validity
     incasa provenance verify out.png        C2PA state and trust, model, actions; and the invisible watermark
@@ -123,7 +124,7 @@ def check_image_cmd(
 
 
 @app.command(
-    help="Rebuild data/prompts.jsonl from the hand-written seeds and the fresh sets fresh..fresh10 (training data since "
+    help="Build the prompt set from the hand-written seeds and the fresh sets fresh..fresh10 (training data since "
          "round 11; fresh11/fresh12 stay held out) and retrain the prompt classifier (~8-10 min on one core).",
 )
 def train(
@@ -135,7 +136,7 @@ def train(
     out: Path = typer.Option(None, help="Where to write the classifier (default: the shipped file, replaced)."),
 ) -> None:
     from incasa.safety.classifier import DEFAULT_MODEL, train_on_prompt_set
-    from incasa.safety.promptset import PROMPTS_FILE, build_prompt_set, write_prompt_set
+    from incasa.safety.promptset import build_prompt_set
 
     if kind not in ("linear", "blend"):
         raise typer.BadParameter(f"must be linear or blend, got {kind!r}", param_hint="--kind")
@@ -143,8 +144,7 @@ def train(
     if not out.parent.is_dir():
         raise typer.BadParameter(f"no folder {out.parent}", param_hint="--out")
     rows = build_prompt_set()
-    write_prompt_set(rows)
-    typer.echo(f"wrote {len(rows)} prompts to {PROMPTS_FILE}")
+    typer.echo(f"built {len(rows)} prompts ({sum(r['split'] == 'train' for r in rows)} train)")
     model, cv = train_on_prompt_set(rows, out, c=c, kind=kind)
     typer.echo(f"classifier ({kind}): {len(model.vocabulary)} features, {len(model.classes)} classes -> {out}")
     typer.echo(
@@ -153,6 +153,27 @@ def train(
         f"positives {cv['oof_false_positive_rate']:.1%}, red-team recall by the classifier alone {cv['oof_recall']:.1%}"
     )
     typer.echo("held-out numbers of the whole guardrail: python benchmarks/guardrails.py")
+
+
+@app.command(
+    help="Write the labelled prompt set the classifier trains on (built from the seeds and the fresh sets) as JSONL: "
+         "one object per line with id, text, lang, label, tricky, core, frame, obfuscation and split (train/test).",
+)
+def prompts(
+    out: Path = typer.Argument(..., help="The JSONL file to write (replaced atomically)."),
+) -> None:
+    from incasa.safety.promptset import build_prompt_set, write_prompt_set
+
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"no folder {out.parent}", param_hint="OUT")
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a folder; give a file name", param_hint="OUT")
+    rows = build_prompt_set()
+    try:
+        write_prompt_set(rows, out)
+    except OSError as e:
+        _fail(f"cannot write {out}: {e}")
+    typer.echo(f"wrote {len(rows)} prompts to {out} ({sum(r['split'] == 'test' for r in rows)} held-out test rows)")
 
 
 # --- incasa keys ----------------------------------------------------------------------------------------------

@@ -80,8 +80,11 @@ sealed outside the repository while the fourth round was made, and scored once a
 (word meaning as features, not kept), the ninth (`FRESH9_SHA256`) the ninth (a hidden layer, not shipped), and the
 tenth (`FRESH10_SHA256`) the tenth (a coverage guard, not kept).
 
-The result is written to `data/prompts.jsonl` (one JSON object per line: id, text, lang, label, tricky, core,
-frame, obfuscation, split) and read back by the classifier trainer and by benchmarks/guardrails.py.
+The result (one dict per prompt: id, text, lang, label, tricky, core, frame, obfuscation, split) is built in memory
+whenever it is needed (`load_prompt_set()`; ~0.5 s for 88,000 prompts), by the classifier trainer and by
+benchmarks/guardrails.py. Until the twelfth round it was also committed as `data/prompts.jsonl`: 24 MB of derived
+text, a new copy in git history with every round, when the seeds it is built from are 2 MB. `incasa safety prompts
+FILE` writes it as JSONL for anyone who wants to read it.
 """
 
 from __future__ import annotations
@@ -94,7 +97,6 @@ from pathlib import Path
 from incasa.safety.normalize import HOMOGLYPHS
 
 DATA_DIR = Path(__file__).parent / "data"
-PROMPTS_FILE = DATA_DIR / "prompts.jsonl"
 # The fresh sets (never edited; evaluation only until the eleventh round, training data since; see data/README.md).
 # fresh2 was frozen by its hash
 # before any of the third round's data, lexicon terms or classifier existed; fresh3 after all of them, and was
@@ -405,15 +407,20 @@ def _fresh_rows(data_dir: Path) -> list[dict]:
     return rows
 
 
-def write_prompt_set(rows: list[dict], path: Path = PROMPTS_FILE) -> None:
-    tmp = path.with_suffix(".tmp")
+def write_prompt_set(rows: list[dict], path: Path) -> None:
+    """The prompt set as JSONL (one object per line, UTF-8), written atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
-def load_prompt_set(path: Path = PROMPTS_FILE) -> list[dict]:
+def load_prompt_set(path: Path | None = None) -> list[dict]:
+    """The prompt set: built from the seeds (no `path`), or read back from a JSONL file `write_prompt_set` wrote."""
+    if path is None:
+        return build_prompt_set()
     if not Path(path).exists():
-        raise ValueError(f"no prompt set at {path}; build it with `incasa safety train`")
+        raise ValueError(f"no prompt set at {path}; write one with `incasa safety prompts {path}`")
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]

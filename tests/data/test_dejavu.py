@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 from incasa.data import dejavu
 from incasa.data import dejavu_verify as dv
-from incasa.data.dejavu_train import TRANSFORMS, build_pairs, t_jitter, t_jitter_wide
+from incasa.data.dejavu_train import (STYLE_SETS, TRANSFORMS, build_pairs, parse_sets, render_sets, t_jitter,
+                                      t_jitter_wide)
 from tests.data.helpers import picture
 
 SKIN = {"light": (247, 222, 206), "medium": (198, 150, 110), "dark": (112, 78, 60)}
@@ -256,3 +257,25 @@ def test_an_ensemble_file_round_trips_and_its_verdict_is_the_members_mean(tmp_pa
     assert np.allclose(loaded.logit(packed), np.mean(members, 0), atol=1e-5)
     with pytest.raises(ValueError, match="num_scalars"):
         dv.make_net(len(dv.SCALAR_NAMES) + 1)
+
+
+def _svg(fill: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 36 36">'
+            f'<circle cx="18" cy="18" r="16" fill="{fill}"/></svg>')
+
+
+def test_training_sets_are_chosen_by_name_and_a_missing_one_says_which_npm_pack_to_run(tmp_path):
+    assert parse_sets("emojione, fluent-modern") == ("emojione", "fluent-modern")
+    with pytest.raises(ValueError, match="unknown emoji set.*noto.*choose from"):
+        parse_sets("twemoji,noto")  # the benchmark's style is no training set
+    for name, svgs in (("fluent-modern", ["#fc0", "#c60"]), ("emojione", ["#fc0", "#06c"])):
+        folder = tmp_path / STYLE_SETS[name][0]
+        folder.mkdir(parents=True)
+        for k, fill in enumerate(svgs):
+            (folder / f"{k}.svg").write_text(_svg(fill))
+    images, names = render_sets(tmp_path, size=16, sets=("fluent-modern", "emojione"))
+    # the yellow circle is drawn by both sets with the very same pixels: kept once, under the first set
+    assert names == ["fluent-modern/0", "fluent-modern/1", "emojione/1"] and images[0].size == (16, 16)
+    assert np.asarray(images[2])[8, 8, 2] > 150  # the blue one, rendered and flattened to RGB
+    with pytest.raises(ValueError, match=r"'twemoji'.*npm pack @twemoji/svg@15\.0\.0"):
+        render_sets(tmp_path, size=16, sets=("emojione", "twemoji"))

@@ -79,7 +79,7 @@ def test_verify_rejects_non_images(env):
 
 def test_help_mentions_every_command():
     for group, commands in {
-        "safety": ["check", "check-image", "train"],
+        "safety": ["check", "check-image", "train", "prompts"],
         "keys": ["init", "show"],
         "provenance": ["verify", "strip"],
     }.items():

@@ -5,7 +5,6 @@ from incasa.safety.promptset import (
     HARD_CATEGORIES,
     LANGUAGES,
     OBFUSCATIONS,
-    PROMPTS_FILE,
     build_prompt_set,
     fresh_set_of,
     load_prompt_set,
@@ -13,8 +12,19 @@ from incasa.safety.promptset import (
 )
 
 
-def test_committed_prompt_set_is_the_build_of_the_seeds():
-    assert load_prompt_set(PROMPTS_FILE) == build_prompt_set()
+def test_prompt_set_written_by_the_cli_reads_back_as_the_build(tmp_path):
+    """The prompt set is not committed (it is derived from the seeds): `incasa safety prompts FILE` writes it, and
+    what it writes is exactly the in-memory build, which is the same on every call (no randomness left unseeded)."""
+    from typer.testing import CliRunner
+
+    from incasa.cli import app
+
+    result = CliRunner().invoke(app, ["safety", "prompts", str(tmp_path / "prompts.jsonl")])
+    assert result.exit_code == 0, result.output
+    built = build_prompt_set()
+    assert load_prompt_set(tmp_path / "prompts.jsonl") == built == load_prompt_set()
+    result = CliRunner().invoke(app, ["safety", "prompts", str(tmp_path / "missing" / "p.jsonl")])
+    assert result.exit_code == 2 and "no folder" in result.output and "Traceback" not in result.output
 
 
 def test_split_is_by_core_and_the_same_in_every_language():
@@ -114,7 +124,7 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert hashlib.sha256(FRESH_FILES[7].read_bytes()).hexdigest() == FRESH8_SHA256
     assert hashlib.sha256(FRESH_FILES[8].read_bytes()).hexdigest() == FRESH9_SHA256
     assert hashlib.sha256(FRESH_FILES[9].read_bytes()).hexdigest() == FRESH10_SHA256
-    rows = load_prompt_set(PROMPTS_FILE)
+    rows = build_prompt_set()
     built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
     cores = defaultdict(set)
     for r in rows:
@@ -134,7 +144,7 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
 
 def test_sealed_sets_of_round_11_are_frozen_and_never_trained_on():
     """fresh11 and fresh12 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the
-    build: no row of prompts.jsonl comes from them. Twelve of their ordinary or shared-word benign prompts came out
+    build: no row of the prompt set comes from them. Twelve of their ordinary or shared-word benign prompts came out
     equal (after normalisation) to a training prompt written independently ("a cat asleep on a windowsill" kind);
     they were scored as they are, and exactly these are allowed."""
     import hashlib
@@ -144,7 +154,7 @@ def test_sealed_sets_of_round_11_are_frozen_and_never_trained_on():
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH11_SHA256,
                                                                                           FRESH12_SHA256]
-    rows = load_prompt_set(PROMPTS_FILE)
+    rows = build_prompt_set()
     assert not {fresh_set_of(r) for r in rows} & {"fresh11", "fresh12"}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh11-en-benign-36", "fresh11-en-benign-37", "fresh11-en-benign-44", "fresh11-it-benign-43",
@@ -212,12 +222,12 @@ def test_later_rounds_are_new_concepts_and_training_only():
 
 
 def test_held_out_rows_are_byte_for_byte_those_of_the_first_round():
-    """Every round since the first added training rows only: the 1,080 test lines of prompts.jsonl hash as they did."""
+    """Every round since the first added training rows only: the 1,080 test rows, as JSONL lines (what
+    `incasa safety prompts` writes), hash as they did."""
     import hashlib
     import json
 
-    lines = PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
-    lines = [line for line in lines if json.loads(line)["split"] == "test"]
+    lines = [json.dumps(r, ensure_ascii=False) for r in build_prompt_set() if r["split"] == "test"]
     assert len(lines) == 1080
     digest = hashlib.sha256(("\n".join(lines) + "\n").encode("utf-8")).hexdigest()
     assert digest == "d2d9468388d0e7b46dfa6714929afecc2943226787858b427250feab1963fa39"
