@@ -45,8 +45,13 @@ Sets:
   (promptset.FRESH10_SHA256), scored once on the shipped guardrail and on the ninth and tenth rounds' candidates;
 - fresh11_eval.jsonl and fresh12_eval.jsonl (650 prompts each, two more independent authors, same shape): sealed
   during the eleventh round (promptset.FRESH11_SHA256, FRESH12_SHA256), scored once on the shipped guardrail and once
-  on the round's candidate; NOT training data (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
-- since the eleventh round every fresh set above up to fresh10 is training data (promptset._fresh_rows): a classifier trained on
+  on the round's candidate; training data since the twelfth round;
+- fresh13_eval.jsonl and fresh14_eval.jsonl (650 prompts each, two more independent authors, same shape): sealed
+  during the twelfth round (promptset.FRESH13_SHA256, FRESH14_SHA256), scored once on the shipped guardrail, once on
+  the round's candidate and once on an information-only arm; NOT training data (promptset.HELD_OUT_FRESH_FILES): the
+  held-out measure of new authors;
+- since the eleventh round every fresh set above up to fresh10 (since the twelfth, up to fresh12) is training data
+  (promptset._fresh_rows): a classifier trained on
   them (its file lists them in `fresh_sets_seen`, e.g. one built by `incasa safety train` from round 11 on) is
   scored on them under "seen in training since round 11", never as held out — those numbers show fit, not
   generalisation. A classifier file from before round 11 (no `fresh_sets_seen`) did not see them, and they are
@@ -86,13 +91,14 @@ from incasa.safety.normalize import normalize
 from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
                                     FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
-                                    FRESH11_SHA256, FRESH12_SHA256,
+                                    FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
                                     LANGUAGES, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
 FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
           "fresh6": FRESH6_SHA256, "fresh7": FRESH7_SHA256, "fresh8": FRESH8_SHA256, "fresh9": FRESH9_SHA256,
-          "fresh10": FRESH10_SHA256, "fresh11": FRESH11_SHA256, "fresh12": FRESH12_SHA256}
+          "fresh10": FRESH10_SHA256, "fresh11": FRESH11_SHA256, "fresh12": FRESH12_SHA256,
+          "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

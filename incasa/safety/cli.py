@@ -124,8 +124,8 @@ def check_image_cmd(
 
 
 @app.command(
-    help="Build the prompt set from the hand-written seeds and the fresh sets fresh..fresh10 (training data since "
-         "round 11; fresh11/fresh12 stay held out) and retrain the prompt classifier (~8-10 min on one core).",
+    help="Build the prompt set from the hand-written seeds and the fresh sets fresh..fresh12 (training data since "
+         "round 11; fresh13/fresh14 stay held out) and retrain the prompt classifier (~13 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),

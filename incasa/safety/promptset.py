@@ -68,8 +68,15 @@ prompt (`_fresh_rows`): leaving one author's set out at a time (data/README.md, 
 authors' sets lifted the left-out author's set by about six points, and the five new authors' seeds by about ten.
 The fresh sets are therefore no longer held out for a classifier trained on this build (its file lists them in
 `fresh_sets_seen`; benchmarks/guardrails.py reports them apart); the held-out split is unchanged.
-`HELD_OUT_FRESH_FILES` (fresh11, fresh12: two more authors, sealed during the eleventh round and scored once) are
-never part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen.
+
+Twelfth round (`data/seeds12{k..n}_<lang>.json`): four more independent authors, each with a persona aimed at what
+the eleventh round's sealed sets still got past the guardrail (political operatives and scammers; harm carried by
+context alone; fiction, research and follow-up-turn framing; casual mobile typing and code-switching), each per
+language 15 red-team cores per hard category but 25 for deepfakes and election/news manipulation, 60 shared-word,
+15 ordinary and 5 adult benign ones; letters "lk".."ln". The eleventh round's sealed sets, fresh11 and fresh12, became
+training data like the ten before them. `HELD_OUT_FRESH_FILES` (fresh13, fresh14: two more authors, sealed during the
+twelfth round and scored once) are never part of this build (a test checks it): with the held-out split they are
+what a trained classifier has not seen.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -104,7 +111,8 @@ DATA_DIR = Path(__file__).parent / "data"
 FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DATA_DIR / "fresh3_eval.jsonl",
                DATA_DIR / "fresh4_eval.jsonl", DATA_DIR / "fresh5_eval.jsonl", DATA_DIR / "fresh6_eval.jsonl",
                DATA_DIR / "fresh7_eval.jsonl", DATA_DIR / "fresh8_eval.jsonl",
-               DATA_DIR / "fresh9_eval.jsonl", DATA_DIR / "fresh10_eval.jsonl")
+               DATA_DIR / "fresh9_eval.jsonl", DATA_DIR / "fresh10_eval.jsonl",
+               DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl")
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 # written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
@@ -121,12 +129,16 @@ FRESH8_SHA256 = "4b0643a0d43a30b5f09a81adff5aa9a5c3e5cc19f36cada8c4100a15d904cc3
 FRESH9_SHA256 = "652897699ddf822286d688bdc05d85c08fd7418a6790b1a8d76caa7270c97a18"
 # and for the tenth (a coverage guard on that network; not kept)
 FRESH10_SHA256 = "58f9e57694c40d99a12425aa35468558b7725102d99decf8e63983cb110a3f58"
-# Held out again (eleventh round): two sets by two more independent authors, sealed while the eleventh round was made
-# and scored once by the shipped and the round's classifier. Unlike FRESH_FILES they are NOT training data: they
-# are the held-out measure of a new author until a later round, with a new sealed set of its own, folds them in.
-HELD_OUT_FRESH_FILES = (DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl")
+# The eleventh round's two sealed sets, by two more independent authors; held out (scored once by the shipped and the
+# round's classifier) until the twelfth round made them training data.
 FRESH11_SHA256 = "7bb9c442344d774e4110d83a3cc2ec773f4f77ecea87630fab1f73af09fb91a9"
 FRESH12_SHA256 = "d968ca70c525dbb8281d8d92659a893a530ca41f0cb6cc65654b735649904643"
+# Held out (twelfth round): two sets by two more independent authors, sealed while the twelfth round was made and
+# scored once by the shipped, the round's and an information-only classifier. Unlike FRESH_FILES they are NOT training
+# data: they are the held-out measure of a new author until a later round, with new sealed sets, folds them in.
+HELD_OUT_FRESH_FILES = (DATA_DIR / "fresh13_eval.jsonl", DATA_DIR / "fresh14_eval.jsonl")
+FRESH13_SHA256 = "ad3ba9b48524f7e28788d28d4701170a44bf4736b2e07e4dff97d8ae378a925d"
+FRESH14_SHA256 = "909c5bb373d835768131f369e40adac42cdb4f30f828e7663fa3de73a70872b2"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -209,7 +221,8 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # The eleventh round is nine authors' files ("11a".."11i") and the lead's small benign batch ("11j"), lettered
 # "ka".."kj" (k, the eleventh letter; "d" alone is the third round's).
 LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
-                "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj"}
+                "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj",
+                "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln"}
 
 
 def load_later_round(name: str | int, data_dir: Path = DATA_DIR) -> dict[str, dict]:

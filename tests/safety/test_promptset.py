@@ -113,7 +113,7 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
                                          FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
-                                         FRESH_FILES, fresh_set_of)
+                                         FRESH11_SHA256, FRESH12_SHA256, FRESH_FILES, fresh_set_of)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
@@ -124,6 +124,8 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert hashlib.sha256(FRESH_FILES[7].read_bytes()).hexdigest() == FRESH8_SHA256
     assert hashlib.sha256(FRESH_FILES[8].read_bytes()).hexdigest() == FRESH9_SHA256
     assert hashlib.sha256(FRESH_FILES[9].read_bytes()).hexdigest() == FRESH10_SHA256
+    assert hashlib.sha256(FRESH_FILES[10].read_bytes()).hexdigest() == FRESH11_SHA256
+    assert hashlib.sha256(FRESH_FILES[11].read_bytes()).hexdigest() == FRESH12_SHA256
     rows = build_prompt_set()
     built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
     cores = defaultdict(set)
@@ -135,31 +137,32 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
         name = path.name.removesuffix("_eval.jsonl")
         for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
             expected[(name, r["lang"], r["label"], r["text"], "train")] += 1
-    assert built == expected and sum(expected.values()) == 4980  # every fresh prompt once, as a training row
+    assert built == expected and sum(expected.values()) == 6280  # every fresh prompt once, as a training row
     assert set(map(len, cores.values())) == {len(LANGUAGES)}  # one core = that number in all five languages
     # and no held-out concept equals a fresh prompt, so the held-out report stays held out
     test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_round_11_are_frozen_and_never_trained_on():
-    """fresh11 and fresh12 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the
-    build: no row of the prompt set comes from them. Twelve of their ordinary or shared-word benign prompts came out
-    equal (after normalisation) to a training prompt written independently ("a cat asleep on a windowsill" kind);
-    they were scored as they are, and exactly these are allowed."""
+def test_sealed_sets_of_round_12_are_frozen_and_never_trained_on():
+    """fresh13 and fresh14 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the
+    build: no row of the prompt set comes from them. Fifteen of their ordinary or shared-word benign prompts came out
+    equal (after normalisation) to a training prompt written independently (a cat on a windowsill kind); they were
+    scored as they are, and exactly these are allowed."""
     import hashlib
     import json
 
-    from incasa.safety.promptset import FRESH11_SHA256, FRESH12_SHA256, HELD_OUT_FRESH_FILES
+    from incasa.safety.promptset import FRESH13_SHA256, FRESH14_SHA256, HELD_OUT_FRESH_FILES
 
-    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH11_SHA256,
-                                                                                          FRESH12_SHA256]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH13_SHA256,
+                                                                                          FRESH14_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {"fresh11", "fresh12"}
+    assert not {fresh_set_of(r) for r in rows} & {"fresh13", "fresh14"}
     trained = {normalize(r["text"]) for r in rows}
-    known = {"fresh11-en-benign-36", "fresh11-en-benign-37", "fresh11-en-benign-44", "fresh11-it-benign-43",
-             "fresh11-es-benign-13", "fresh11-es-benign-36", "fresh11-de-benign-36", "fresh11-de-benign-37",
-             "fresh12-en-benign-44", "fresh12-it-benign-4", "fresh12-it-benign-39", "fresh12-de-benign-37"}
+    known = {"fresh13-de-benign-38", "fresh13-en-benign-39", "fresh13-en-benign-47", "fresh13-fr-benign-14",
+             "fresh13-it-benign-27", "fresh14-de-benign-38", "fresh14-de-benign-4", "fresh14-de-benign-5",
+             "fresh14-de-benign-7", "fresh14-en-benign-37", "fresh14-en-benign-38", "fresh14-es-benign-14",
+             "fresh14-fr-benign-25", "fresh14-fr-benign-37", "fresh14-it-benign-36"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
@@ -246,7 +249,9 @@ def test_eleventh_round_is_several_authors_training_only():
     # "11j": the lead's six shared-word benign cores per language (drugs seen lawfully), nothing else
     lead = load_later_round("11j")
     assert all(set(lead[lang]) == {"benign_tricky"} and len(lead[lang]["benign_tricky"]) == 6 for lang in LANGUAGES)
-    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES
+    # the ten fresh sets that were training data in round 11 (fresh11/fresh12 were sealed then, and a few of their
+    # ordinary prompts equal a round-11 core: the overlaps the sealed-set test of that round allowed)
+    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES[:10]
              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
     for name in authors:
         seeds = load_later_round(name)
@@ -259,6 +264,34 @@ def test_eleventh_round_is_several_authors_training_only():
     rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
     assert all(r["split"] == "train" for r in rows)
     assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 180 * len(authors) * len(LANGUAGES)
+
+
+def test_twelfth_round_is_four_more_authors_training_only():
+    """seeds12<author>_<lang>.json (k-n): four more independent authors, each per language 15 red-team cores per hard
+    category but 25 for deepfakes and election/news manipulation, 60 shared-word, 15 ordinary and 5 adult benign
+    cores (less the few dropped as copies of earlier cores or of fresh prompts); five training rows per core; no core
+    equals a fresh prompt (fresh..fresh12, the training fresh sets of this round) after normalisation."""
+    import json
+
+    from incasa.safety.promptset import FRESH_FILES, LATER_ROUNDS, ROUND4_SECTIONS, load_later_round
+
+    authors = [name for name in LATER_ROUNDS if name.startswith("12")]
+    assert authors == ["12k", "12l", "12m", "12n"]
+    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    for name in authors:
+        seeds = load_later_round(name)
+        for lang in LANGUAGES:
+            counts = {section: len(seeds[lang].get(section, [])) for section in ROUND4_SECTIONS}
+            wide = ("deepfake_impersonation", "election_news_manipulation")
+            assert all(23 <= counts[c] <= 25 if c in wide else 13 <= counts[c] <= 15 for c in HARD_CATEGORIES), (
+                name, lang, counts)
+            assert counts["benign_tricky"] >= 55 and counts["benign"] >= 11 and 4 <= counts["adult_nudity"] <= 5
+            assert not {normalize(c) for cores in seeds[lang].values() for c in cores} & fresh, (name, lang)
+    letters = tuple(LATER_ROUNDS[name] for name in authors)
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    assert all(r["split"] == "train" for r in rows)
+    assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 210 * len(authors) * len(LANGUAGES)
 
 
 def test_a_later_round_with_an_unknown_section_is_refused(tmp_path):
