@@ -50,6 +50,9 @@ Sets:
   during the twelfth round (promptset.FRESH13_SHA256, FRESH14_SHA256), scored once on the shipped guardrail, once on
   the round's candidate and once on an information-only arm; NOT training data (promptset.HELD_OUT_FRESH_FILES): the
   held-out measure of new authors;
+- fresh15_eval.jsonl and fresh16_eval.jsonl (650 prompts each, two more independent authors, same shape, written
+  faster than the others): sealed during the thirteenth round (promptset.FRESH15_SHA256, FRESH16_SHA256), scored
+  once on the shipped guardrail and once on the round's candidate (not shipped); NOT training data either;
 - since the eleventh round every fresh set above up to fresh10 (since the twelfth, up to fresh12) is training data
   (promptset._fresh_rows): a classifier trained on
   them (its file lists them in `fresh_sets_seen`, e.g. one built by `incasa safety train` from round 11 on) is
@@ -92,13 +95,14 @@ from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
                                     FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                     FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
+                                    FRESH15_SHA256, FRESH16_SHA256,
                                     LANGUAGES, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
 FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
           "fresh6": FRESH6_SHA256, "fresh7": FRESH7_SHA256, "fresh8": FRESH8_SHA256, "fresh9": FRESH9_SHA256,
           "fresh10": FRESH10_SHA256, "fresh11": FRESH11_SHA256, "fresh12": FRESH12_SHA256,
-          "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256}
+          "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256, "fresh15": FRESH15_SHA256, "fresh16": FRESH16_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -75,8 +75,9 @@ context alone; fiction, research and follow-up-turn framing; casual mobile typin
 language 15 red-team cores per hard category but 25 for deepfakes and election/news manipulation, 60 shared-word,
 15 ordinary and 5 adult benign ones; letters "lk".."ln". The eleventh round's sealed sets, fresh11 and fresh12, became
 training data like the ten before them. `HELD_OUT_FRESH_FILES` (fresh13, fresh14: two more authors, sealed during the
-twelfth round and scored once) are never part of this build (a test checks it): with the held-out split they are
-what a trained classifier has not seen.
+twelfth round and scored once; fresh15, fresh16: two more, sealed during the thirteenth) are never part of this build
+(a test checks it): with the held-out split they are what a trained classifier has not seen. The thirteenth round's
+seeds (`seeds13{o..r}`, four more authors) are committed but not read: their candidate missed the round's rule.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -133,12 +134,16 @@ FRESH10_SHA256 = "58f9e57694c40d99a12425aa35468558b7725102d99decf8e63983cb110a3f
 # round's classifier) until the twelfth round made them training data.
 FRESH11_SHA256 = "7bb9c442344d774e4110d83a3cc2ec773f4f77ecea87630fab1f73af09fb91a9"
 FRESH12_SHA256 = "d968ca70c525dbb8281d8d92659a893a530ca41f0cb6cc65654b735649904643"
-# Held out (twelfth round): two sets by two more independent authors, sealed while the twelfth round was made and
-# scored once by the shipped, the round's and an information-only classifier. Unlike FRESH_FILES they are NOT training
-# data: they are the held-out measure of a new author until a later round, with new sealed sets, folds them in.
-HELD_OUT_FRESH_FILES = (DATA_DIR / "fresh13_eval.jsonl", DATA_DIR / "fresh14_eval.jsonl")
+# Held out: two sets by two more independent authors sealed while the twelfth round was made (fresh13, fresh14; scored
+# once by the shipped, the round's and an information-only classifier), and two sealed while the thirteenth was made
+# (fresh15, fresh16; scored once by the shipped classifier and the round's candidate, which was not shipped). Unlike
+# FRESH_FILES they are NOT training data: they are the held-out measure of a new author until a later round, with new
+# sealed sets, folds them in.
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16))
 FRESH13_SHA256 = "ad3ba9b48524f7e28788d28d4701170a44bf4736b2e07e4dff97d8ae378a925d"
 FRESH14_SHA256 = "909c5bb373d835768131f369e40adac42cdb4f30f828e7663fa3de73a70872b2"
+FRESH15_SHA256 = "dc3bd1131c3e4996cd43a092ccea5bcaae2dc3472d30f430fbbbf749e7e56444"
+FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f3b"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -223,6 +228,8 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
                 "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj",
                 "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln"}
+# The thirteenth round's seeds (data/seeds13{o..r}_<lang>.json) are committed but NOT read: the candidate trained on
+# them missed the round's rule (data/README.md, "Thirteenth round"); a later round, with new sealed sets, may add them.
 
 
 def load_later_round(name: str | int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
