@@ -53,6 +53,8 @@ Sets:
 - fresh15_eval.jsonl and fresh16_eval.jsonl (650 prompts each, two more independent authors, same shape, written
   faster than the others): sealed during the thirteenth round (promptset.FRESH15_SHA256, FRESH16_SHA256), scored
   once on the shipped guardrail and once on the round's candidate (not shipped); NOT training data either;
+- fresh17_eval.jsonl and fresh18_eval.jsonl (the same, sealed during the fourteenth round, promptset.FRESH17_SHA256,
+  FRESH18_SHA256; that round's candidate was not shipped either); NOT training data;
 - since the eleventh round every fresh set above up to fresh10 (since the twelfth, up to fresh12) is training data
   (promptset._fresh_rows): a classifier trained on
   them (its file lists them in `fresh_sets_seen`, e.g. one built by `incasa safety train` from round 11 on) is
@@ -95,14 +97,15 @@ from incasa.safety.policy import HARD_CATEGORIES, check_prompt, load_policy
 from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256,
                                     FRESH6_SHA256, FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                     FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
-                                    FRESH15_SHA256, FRESH16_SHA256,
+                                    FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
                                     LANGUAGES, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
 FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
           "fresh6": FRESH6_SHA256, "fresh7": FRESH7_SHA256, "fresh8": FRESH8_SHA256, "fresh9": FRESH9_SHA256,
           "fresh10": FRESH10_SHA256, "fresh11": FRESH11_SHA256, "fresh12": FRESH12_SHA256,
-          "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256, "fresh15": FRESH15_SHA256, "fresh16": FRESH16_SHA256}
+          "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256, "fresh15": FRESH15_SHA256, "fresh16": FRESH16_SHA256,
+          "fresh17": FRESH17_SHA256, "fresh18": FRESH18_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -75,9 +75,11 @@ context alone; fiction, research and follow-up-turn framing; casual mobile typin
 language 15 red-team cores per hard category but 25 for deepfakes and election/news manipulation, 60 shared-word,
 15 ordinary and 5 adult benign ones; letters "lk".."ln". The eleventh round's sealed sets, fresh11 and fresh12, became
 training data like the ten before them. `HELD_OUT_FRESH_FILES` (fresh13, fresh14: two more authors, sealed during the
-twelfth round and scored once; fresh15, fresh16: two more, sealed during the thirteenth) are never part of this build
-(a test checks it): with the held-out split they are what a trained classifier has not seen. The thirteenth round's
-seeds (`seeds13{o..r}`, four more authors) are committed but not read: their candidate missed the round's rule.
+twelfth round and scored once; fresh15-fresh18: four more, sealed during the thirteenth and fourteenth) are never
+part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen. The
+thirteenth round's
+seeds (`seeds13{o..r}`, four more authors) are committed but not read: their candidate missed the round's rule, and
+so did the fourteenth round's (those seeds + fresh13-fresh16 as training rows).
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -89,7 +91,7 @@ sealed outside the repository while the fourth round was made, and scored once a
 tenth (`FRESH10_SHA256`) the tenth (a coverage guard, not kept).
 
 The result (one dict per prompt: id, text, lang, label, tricky, core, frame, obfuscation, split) is built in memory
-whenever it is needed (`load_prompt_set()`; ~0.5 s for 88,000 prompts), by the classifier trainer and by
+whenever it is needed (`load_prompt_set()`; ~0.6 s for 111,000 prompts), by the classifier trainer and by
 benchmarks/guardrails.py. Until the twelfth round it was also committed as `data/prompts.jsonl`: 24 MB of derived
 text, a new copy in git history with every round, when the seeds it is built from are 2 MB. `incasa safety prompts
 FILE` writes it as JSONL for anyone who wants to read it.
@@ -136,14 +138,17 @@ FRESH11_SHA256 = "7bb9c442344d774e4110d83a3cc2ec773f4f77ecea87630fab1f73af09fb91
 FRESH12_SHA256 = "d968ca70c525dbb8281d8d92659a893a530ca41f0cb6cc65654b735649904643"
 # Held out: two sets by two more independent authors sealed while the twelfth round was made (fresh13, fresh14; scored
 # once by the shipped, the round's and an information-only classifier), and two sealed while the thirteenth was made
-# (fresh15, fresh16; scored once by the shipped classifier and the round's candidate, which was not shipped). Unlike
+# (fresh15, fresh16; scored once by the shipped classifier and the round's candidate, which was not shipped), and two
+# sealed while the fourteenth was made (fresh17, fresh18; the same, and that candidate was not shipped either). Unlike
 # FRESH_FILES they are NOT training data: they are the held-out measure of a new author until a later round, with new
 # sealed sets, folds them in.
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16))
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16, 17, 18))
 FRESH13_SHA256 = "ad3ba9b48524f7e28788d28d4701170a44bf4736b2e07e4dff97d8ae378a925d"
 FRESH14_SHA256 = "909c5bb373d835768131f369e40adac42cdb4f30f828e7663fa3de73a70872b2"
 FRESH15_SHA256 = "dc3bd1131c3e4996cd43a092ccea5bcaae2dc3472d30f430fbbbf749e7e56444"
 FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f3b"
+FRESH17_SHA256 = "97c179d06b76df2413999d17f3fa77d0c084aff91f1fb391a4bb9c9f3096da61"
+FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef39"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",

@@ -144,21 +144,21 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_rounds_12_and_13_are_frozen_and_never_trained_on():
-    """fresh13-fresh16 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
-    row of the prompt set comes from them. Twenty-eight of their prompts came out equal (after normalisation) to a
+def test_sealed_sets_of_rounds_12_to_14_are_frozen_and_never_trained_on():
+    """fresh13-fresh18 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
+    row of the prompt set comes from them. Thirty-eight of their prompts came out equal (after normalisation) to a
     training prompt written independently, all benign (a cat on a windowsill kind) but one fresh15 hate-symbol prompt;
     they were scored as they are, and exactly these are allowed."""
     import hashlib
     import json
 
     from incasa.safety.promptset import (FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256,
-                                         HELD_OUT_FRESH_FILES)
+                                         FRESH17_SHA256, FRESH18_SHA256, HELD_OUT_FRESH_FILES)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
-        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256]
+        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {"fresh13", "fresh14", "fresh15", "fresh16"}
+    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(13, 19)}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh13-de-benign-38", "fresh13-en-benign-39", "fresh13-en-benign-47", "fresh13-fr-benign-14",
              "fresh13-it-benign-27", "fresh14-de-benign-38", "fresh14-de-benign-4", "fresh14-de-benign-5",
@@ -167,7 +167,10 @@ def test_sealed_sets_of_rounds_12_and_13_are_frozen_and_never_trained_on():
              "fresh15-de-benign-15", "fresh15-de-benign-3", "fresh15-de-hate_symbols-6", "fresh15-en-benign-42",
              "fresh15-en-benign-7", "fresh15-es-benign-28", "fresh15-fr-benign-3", "fresh15-it-benign-3",
              "fresh15-it-benign-36", "fresh15-it-benign-39",
-             "fresh16-de-benign-24", "fresh16-es-benign-45", "fresh16-it-benign-47"}
+             "fresh16-de-benign-24", "fresh16-es-benign-45", "fresh16-it-benign-47",
+             "fresh17-de-benign-40", "fresh17-es-benign-4", "fresh17-es-benign-42", "fresh17-it-benign-39",
+             "fresh18-de-benign-37", "fresh18-de-benign-5", "fresh18-de-benign-8", "fresh18-en-benign-39",
+             "fresh18-en-benign-44", "fresh18-it-benign-36"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
