@@ -125,7 +125,7 @@ def check_image_cmd(
 
 @app.command(
     help="Build the prompt set from the hand-written seeds and the fresh sets fresh..fresh12 (training data since "
-         "round 11; fresh13-fresh16 stay held out) and retrain the prompt classifier (~13 min on one core).",
+         "round 11; fresh13-fresh18 stay held out) and retrain the prompt classifier (~13 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),
