@@ -59,6 +59,14 @@ never as held out.
 The twelfth round did the same with four more authors and the eleventh round's two sealed sets (data/README.md):
 +6.4 points on two newer sealed sets, same model.
 
+The fifteenth round changed two things besides the data (data/README.md, "Fifteenth round"). Names: every public
+figure of the lexicons' list (data/lexicons.json + data/public_figures.json, ~9,000 names) becomes one placeholder word,
+NAME_TOKEN, before the features are taken (`features(text, name_token=True)`; the file records it as `name_token`), so
+that "@person drunk at the desk, leaked photo" is one pattern however many names the training prompts happened to use.
+Non-prompt text: 4,000 paragraphs of other projects' docstrings and messages are benign training rows, left out of
+the threshold budget (`thresholds_from_scores`); they pull words such as "keep", "exit" or "votes" back towards
+benign in text unlike any request for a picture.
+
 Only training needs scikit-learn (and torch, for the blend). The saved model holds the vocabulary, the IDF
 weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax
 exactly in numpy, and a test checks that against scikit-learn on the training prompts.
@@ -72,13 +80,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
 from incasa.safety.normalize import normalize
-from incasa.safety.promptset import HARD_CATEGORIES, fresh_set_of
+from incasa.safety.promptset import HARD_CATEGORIES, NONPROMPT_SECTION, fresh_set_of
 
 DEFAULT_MODEL = Path(__file__).parent / "data" / "prompt_classifier.safetensors"
 NGRAM_SIZES = (3, 4, 5)
@@ -87,14 +95,42 @@ MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clea
 # averaged: with one split, which hard benign concepts happened to share a fold moved a threshold by up to 0.08.
 CV_REPEATS = 3
 DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
+DEFAULT_NAME_TOKEN = True  # public figures' names as one word (`features`; the fifteenth round)
 HIDDEN_UNITS = 32  # the blend's hidden layer: (F, 32) float16 is ~7 MB for ~110,000 features
 
 
-def features(text: str) -> list[str]:
-    """Character n-grams of each space-padded word, plus word unigrams and bigrams, of the normalised text."""
-    words = normalize(text).split()
+# Every name of the lexicons' public-figure set (data/lexicons.json + data/public_figures.json) becomes this one word
+# in a model trained with name_token=True. "@" never survives normalize(), so no real word can collide with it.
+NAME_TOKEN = "@person"
+
+
+@lru_cache(maxsize=1)
+def _public_figures():
+    from incasa.safety.lexicon import DEFAULT_LEXICONS, load_lexicons
+
+    return load_lexicons(DEFAULT_LEXICONS).sets["public_figure"]
+
+
+@lru_cache(maxsize=1 << 18)  # training featurises each prompt once per CV fold: 16 times
+def _words(text: str, name_token: bool) -> tuple[str, ...]:
+    normalized = normalize(text)
+    if name_token:
+        normalized = _public_figures().sub(f" {NAME_TOKEN} ", normalized)
+    return tuple(normalized.split())
+
+
+def features(text: str, name_token: bool = False) -> list[str]:
+    """Character n-grams of each space-padded word, plus word unigrams and bigrams, of the normalised text.
+
+    With name_token, a listed public figure's name is one word, NAME_TOKEN, with no character n-grams of its own:
+    "@person drunk at his desk" is then one pattern for every name on the list, including names no training
+    prompt used.
+    """
+    words = _words(text, name_token)
     grams = []
     for word in words:
+        if word == NAME_TOKEN:
+            continue
         padded = f" {word} "
         for n in NGRAM_SIZES:
             grams.extend(padded[i : i + n] for i in range(max(len(padded) - n + 1, 1)))
@@ -114,6 +150,7 @@ class ClassifierModel:
     # Which evaluation sets (promptset.FRESH_FILES, e.g. "fresh8") it was trained on: since the eleventh round they
     # are training data, and a benchmark must not report a set this model saw as held out. () for older files.
     fresh_sets_seen: tuple[str, ...] = ()
+    name_token: bool = False  # public figures' names as one word (`features`); since the fifteenth round
     # The "blend" kind (`train_blend`) adds a one-hidden-layer network on the same features; its probabilities are
     # averaged with the linear model's. All four are None for the linear kind.
     hidden_weight: np.ndarray | None = None  # (F, H)
@@ -124,7 +161,7 @@ class ClassifierModel:
     def vectorize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Sparse TF-IDF vector as (indices, values): sublinear tf, idf, L2 norm — as scikit-learn does."""
         counts: dict[int, int] = {}
-        for gram in features(text):
+        for gram in features(text, self.name_token):
             index = self.vocabulary.get(gram)
             if index is not None:
                 counts[index] = counts.get(index, 0) + 1
@@ -181,6 +218,7 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
         "features": f"char {NGRAM_SIZES} + word 1-2 grams",
         "kind": "linear" if model.hidden_weight is None else "blend",
         "fresh_sets_seen": json.dumps(list(model.fresh_sets_seen)),
+        "name_token": json.dumps(model.name_token),
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -209,13 +247,14 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         intercept=tensors["intercept"],
         thresholds=None if thresholds is None else {c: float(t) for c, t in thresholds.items()},
         fresh_sets_seen=tuple(json.loads(meta.get("fresh_sets_seen", "[]"))),
+        name_token=bool(json.loads(meta.get("name_token", "false"))),
         **{name: tensors.get(name) for name in HIDDEN_TENSORS},
     )
 
 
 def train(
     texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int = 2, seed: int = 0,
-    class_weight: str | None = "balanced",
+    class_weight: str | None = "balanced", name_token: bool = False,
 ):
     """Fit TF-IDF + logistic regression with scikit-learn; returns (ClassifierModel, fitted sklearn pipeline)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -223,7 +262,8 @@ def train(
     from sklearn.pipeline import make_pipeline
     from threadpoolctl import threadpool_limits
 
-    vectorizer = TfidfVectorizer(analyzer=features, sublinear_tf=True, min_df=min_df, dtype=np.float64)
+    analyzer = partial(features, name_token=name_token)
+    vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df, dtype=np.float64)
     regression = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight, random_state=seed)
     # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
     with threadpool_limits(1):
@@ -234,6 +274,7 @@ def train(
         idf=vectorizer.idf_.copy(),
         coef=regression.coef_.copy(),
         intercept=regression.intercept_.copy(),
+        name_token=name_token,
     )
     return model, pipeline
 
@@ -289,12 +330,14 @@ def _fit_hidden(
     }
 
 
-def train_blend(texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, **hidden_options):
+def train_blend(
+    texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, name_token: bool = False, **hidden_options
+):
     """The linear model (`train`) plus a hidden-layer network on its TF-IDF; returns (ClassifierModel, pipeline).
 
     The pipeline is the linear one; score batches of the blend with `predict_proba_batch`.
     """
-    model, pipeline = train(texts, labels, c=c, seed=seed)
+    model, pipeline = train(texts, labels, c=c, seed=seed, name_token=name_token)
     targets = np.array([model.classes.index(y) for y in labels])
     matrix = pipeline[0].transform(texts)
     return replace(model, **_fit_hidden(matrix, targets, len(model.classes), seed=seed, **hidden_options)), pipeline
@@ -309,20 +352,22 @@ def predict_proba_batch(model: ClassifierModel, matrix) -> np.ndarray:
     return probs
 
 
-def _fit_predict(kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int):
+def _fit_predict(
+    kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int, name_token: bool
+):
     """Out-of-fold probabilities (columns in sorted class order) of a model of `kind` fitted on the fit rows."""
     if kind == "linear":
-        _, pipeline = train(fit_texts, fit_labels, c=c)
+        _, pipeline = train(fit_texts, fit_labels, c=c, name_token=name_token)
         return list(pipeline.classes_), pipeline.predict_proba(val_texts)
     if kind == "blend":
-        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed)
+        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token)
         return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
     raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
 
 
 def cross_validated_thresholds(
     rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS,
-    kind: str = "linear",
+    kind: str = "linear", name_token: bool = False,
 ) -> dict:
     """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
@@ -346,17 +391,31 @@ def cross_validated_thresholds(
         for fold, (fit_idx, val_idx) in enumerate(splitter.split(texts, labels, groups)):
             fold_classes, fold_probs = _fit_predict(
                 kind, [texts[i] for i in fit_idx], list(labels[fit_idx]), [texts[i] for i in val_idx], c,
-                seed=repeat * folds + fold,
+                seed=repeat * folds + fold, name_token=name_token,
             )
             assert fold_classes == classes, "every fold must see every class"
             probs[val_idx] += fold_probs
     probs /= repeats
+    return thresholds_from_scores(probs, classes, labels, groups, max_fp=max_fp)
+
+
+def thresholds_from_scores(
+    probs: np.ndarray, classes: list[str], labels: np.ndarray, groups: list[str], *, max_fp: float = 0.01
+) -> dict:
+    """Per unsafe class, the lowest P(class) that at most max_fp / K of the budget's benign rows reach (see above).
+
+    probs: (N, C) out-of-fold probabilities, columns in `classes` order; labels: (N,) strings; groups: (N,) cores.
+    """
+    labels = np.asarray(labels)
     unsafe = [k for k in classes if k in HARD_CATEGORIES]
     # The budget is spent on "benign" prompts. The soft class adult_nudity (consensual adult content, which the
     # policy warns on) is a class of its own so that the softmax learns "sexual but adult" apart from
     # minors_sexual and non_consensual_sexual; it is left out of the budget: with its few concepts counted,
     # their out-of-fold scores alone pushed the minors threshold to 0.85-0.98 (classifier recall on minors 28 %).
-    benign = labels == "benign"
+    # Non-prompt text (promptset.NONPROMPT_SECTION: other projects' docstrings) is benign training data but not in
+    # the budget either: it is there to teach the model what words look like outside a request for a picture, and
+    # its thousands of easy negatives would dilute the 1 % and let every threshold drop.
+    benign = (labels == "benign") & ~np.array([g.startswith(NONPROMPT_SECTION + "/") for g in groups])
     thresholds = {}
     for k in unsafe:
         scores = np.sort(probs[benign, classes.index(k)])[::-1]  # benign prompts' P(k), highest first
@@ -374,15 +433,17 @@ def cross_validated_thresholds(
 
 
 def train_on_prompt_set(
-    rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0, kind: str = DEFAULT_KIND
+    rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0, kind: str = DEFAULT_KIND,
+    name_token: bool = DEFAULT_NAME_TOKEN,
 ) -> tuple[ClassifierModel, dict]:
     """Fit on the rows whose split is "train" (see promptset.py), pick the thresholds by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:
         raise ValueError("the prompt set has no 'train' rows")
-    cv = cross_validated_thresholds(train_rows, c=c, kind=kind)
+    cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token)
     texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
-    model, _ = train(texts, labels, c=c) if kind == "linear" else train_blend(texts, labels, c=c)
+    fit = train if kind == "linear" else train_blend
+    model, _ = fit(texts, labels, c=c, name_token=name_token)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     save_model(model, out_path)

@@ -124,8 +124,9 @@ def check_image_cmd(
 
 
 @app.command(
-    help="Build the prompt set from the hand-written seeds and the fresh sets fresh..fresh12 (training data since "
-         "round 11; fresh13-fresh18 stay held out) and retrain the prompt classifier (~13 min on one core).",
+    help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh18 (training data since "
+         "round 11; fresh19 and fresh20 stay held out) and other projects' docstrings (benign non-prompt text), and "
+         "retrain the prompt classifier (~16 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),
@@ -134,6 +135,10 @@ def train(
         "ninth round of data/README.md: +3 points out of fold, but more benign prompts blocked; ~10x slower to train)."
     ),
     out: Path = typer.Option(None, help="Where to write the classifier (default: the shipped file, replaced)."),
+    names: bool = typer.Option(
+        True, help="Read a listed public figure's name (data/public_figures.json) as one placeholder word, so that "
+        "what is learned about one name holds for all (the fifteenth round; --no-names: names are ordinary words)."
+    ),
 ) -> None:
     from incasa.safety.classifier import DEFAULT_MODEL, train_on_prompt_set
     from incasa.safety.promptset import build_prompt_set
@@ -145,7 +150,7 @@ def train(
         raise typer.BadParameter(f"no folder {out.parent}", param_hint="--out")
     rows = build_prompt_set()
     typer.echo(f"built {len(rows)} prompts ({sum(r['split'] == 'train' for r in rows)} train)")
-    model, cv = train_on_prompt_set(rows, out, c=c, kind=kind)
+    model, cv = train_on_prompt_set(rows, out, c=c, kind=kind, name_token=names)
     typer.echo(f"classifier ({kind}): {len(model.vocabulary)} features, {len(model.classes)} classes -> {out}")
     typer.echo(
         f"grouped 5-fold CV on the train split: per-category thresholds "

@@ -20,7 +20,13 @@ token "situazionesessuale" — the spaces between words were as wide as those be
 compounds the same way ("Hakenkreuzfahne"). So inside tokens of 12 or more letters, terms of 5 or more
 letters are also searched as plain substrings.
 
-and `except` terms ("awareness", "prevention", "manji", "bath bomb") cancel the lexicon's vote for that
+A set may also take a long list of names from a file of its own: `"name_lists": {"public_figure":
+"public_figures.json"}` (since the fifteenth round: several thousand public figures per region, written by hand
+and filtered by scripts/public_figures.py). Those names are matched as whole words only, never inside glued tokens.
+The same set gives the classifier its placeholder word for a name (classifier.NAME_TOKEN), so adding a name to the
+file reaches both without retraining.
+
+And `except` terms ("awareness", "prevention", "manji", "bath bomb") cancel the lexicon's vote for that
 category — they never cancel the learned classifier, which sees the whole sentence.
 
 Word lists are precise and explainable but brittle: they miss paraphrase and euphemism, and shared words
@@ -105,11 +111,27 @@ class Lexicons:
         return tuple(self.strong)
 
 
+def name_list_terms(path: str | Path) -> list[str]:
+    """Every name of a name-list file (data/public_figures.json): its regions' "full", "short" and "aliases" lists."""
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return [name for region in raw["regions"].values() for key in ("full", "short", "aliases") for name in region[key]]
+    except (KeyError, AttributeError, TypeError) as error:
+        raise ValueError(f"{path}: not a name list (regions -> full/short/aliases): {error!r}") from None
+
+
 @lru_cache(maxsize=4)
 def load_lexicons(path: str | Path = DEFAULT_LEXICONS) -> Lexicons:
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     sets = {name: _compile(_flatten(terms)) for name, terms in raw["sets"].items()}
     glued_sets = {name: _compile_glued(_flatten(terms)) for name, terms in raw["sets"].items()}
+    # A set may also take a long list of names from a file of its own ("name_lists": {"public_figure":
+    # "public_figures.json"}, relative to this file). Those names are matched as whole words only, never inside
+    # glued tokens: thousands of five-letter surnames would turn up inside ordinary German compounds.
+    for name, file in raw.get("name_lists", {}).items():
+        if name not in raw["sets"]:
+            raise ValueError(f"{path}: name_lists names an unknown set {name!r}")
+        sets[name] = _compile(_flatten(raw["sets"][name]) + name_list_terms(Path(path).parent / file))
     glued_strong = {c: _compile_glued(_flatten(spec.get("strong", {}))) for c, spec in raw["categories"].items()}
     strong, excepts, pairs, weak, ages = {}, {}, {}, {}, set()
     for category, spec in raw["categories"].items():

@@ -115,7 +115,8 @@ FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DA
                DATA_DIR / "fresh4_eval.jsonl", DATA_DIR / "fresh5_eval.jsonl", DATA_DIR / "fresh6_eval.jsonl",
                DATA_DIR / "fresh7_eval.jsonl", DATA_DIR / "fresh8_eval.jsonl",
                DATA_DIR / "fresh9_eval.jsonl", DATA_DIR / "fresh10_eval.jsonl",
-               DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl")
+               DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl",
+               *(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16, 17, 18)))
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 # written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
@@ -136,19 +137,23 @@ FRESH10_SHA256 = "58f9e57694c40d99a12425aa35468558b7725102d99decf8e63983cb110a3f
 # round's classifier) until the twelfth round made them training data.
 FRESH11_SHA256 = "7bb9c442344d774e4110d83a3cc2ec773f4f77ecea87630fab1f73af09fb91a9"
 FRESH12_SHA256 = "d968ca70c525dbb8281d8d92659a893a530ca41f0cb6cc65654b735649904643"
-# Held out: two sets by two more independent authors sealed while the twelfth round was made (fresh13, fresh14; scored
-# once by the shipped, the round's and an information-only classifier), and two sealed while the thirteenth was made
-# (fresh15, fresh16; scored once by the shipped classifier and the round's candidate, which was not shipped), and two
-# sealed while the fourteenth was made (fresh17, fresh18; the same, and that candidate was not shipped either). Unlike
-# FRESH_FILES they are NOT training data: they are the held-out measure of a new author until a later round, with new
-# sealed sets, folds them in.
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16, 17, 18))
+# fresh13-fresh18: two sets by two more independent authors sealed while the twelfth round was made (scored once by the
+# shipped, the round's and an information-only classifier), two sealed while the thirteenth was made and two while the
+# fourteenth was made (each scored once by the shipped classifier and the round's candidate, neither shipped). Held
+# out until the fifteenth round made them training data.
 FRESH13_SHA256 = "ad3ba9b48524f7e28788d28d4701170a44bf4736b2e07e4dff97d8ae378a925d"
 FRESH14_SHA256 = "909c5bb373d835768131f369e40adac42cdb4f30f828e7663fa3de73a70872b2"
 FRESH15_SHA256 = "dc3bd1131c3e4996cd43a092ccea5bcaae2dc3472d30f430fbbbf749e7e56444"
 FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f3b"
 FRESH17_SHA256 = "97c179d06b76df2413999d17f3fa77d0c084aff91f1fb391a4bb9c9f3096da61"
 FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef39"
+# Held out: two sets by two more independent authors sealed while the fifteenth round was made (fresh19, fresh20;
+# scored once by the shipped classifier, the round's candidate and its information-only arms). Unlike FRESH_FILES
+# they are NOT training data: they are the held-out measure of a new author until a later round, with new sealed
+# sets, folds them in.
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20))
+FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
+FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -232,9 +237,8 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # "ka".."kj" (k, the eleventh letter; "d" alone is the third round's).
 LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
                 "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj",
-                "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln"}
-# The thirteenth round's seeds (data/seeds13{o..r}_<lang>.json) are committed but NOT read: the candidate trained on
-# them missed the round's rule (data/README.md, "Thirteenth round"); a later round, with new sealed sets, may add them.
+                "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln",
+                "13o": "mo", "13p": "mp", "13q": "mq", "13r": "mr"}
 
 
 def load_later_round(name: str | int, data_dir: Path = DATA_DIR) -> dict[str, dict]:
@@ -397,7 +401,25 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
                         rows += _expand_diverse(lang, section, label, tricky, f"{letter}{index}", core, own, foreign)
     if widen:  # since the eleventh round the fresh sets are training data too (see `_fresh_rows`)
         rows += _fresh_rows(data_dir)
+        rows += _nonprompt_rows(data_dir)
     return rows
+
+
+NONPROMPT_SECTION = "nonprompt"
+
+
+def _nonprompt_rows(data_dir: Path) -> list[dict]:
+    """Text that is not a prompt (data/nonprompt_en.json: other projects' docstrings and messages) as benign rows.
+
+    Since the fifteenth round: the classifier trained on prompts alone grew sure of single words ("keep", "exit",
+    "votes") in text unlike any prompt. One row per paragraph, English, training only; the classifier leaves them
+    out of its threshold budget (`cross_validated_thresholds`).
+    """
+    raw = json.loads((data_dir / "nonprompt_en.json").read_text(encoding="utf-8"))
+    return [
+        _row("en", NONPROMPT_SECTION, BENIGN, False, str(index), 0, item["text"], None, "train")
+        for index, item in enumerate(raw["texts"])
+    ]
 
 
 def fresh_set_of(row: dict) -> str | None:

@@ -54,8 +54,10 @@ def test_training_separates_its_own_data(small):
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", "adult_nudity", *HARD_CATEGORIES}
-    assert DEFAULT_MODEL.stat().st_size < 12_000_000  # the cap for a shipped file; 4.6 MB in round 7, 8.9 MB in round 11
-    assert set(model.thresholds) == set(HARD_CATEGORIES)
+    # Our own cap, under the project's 25 MB per shipped file: 4.6 MB in round 7, 8.9 MB in round 11, 12.4 MB in 15.
+    assert DEFAULT_MODEL.stat().st_size < 16_000_000
+    assert set(model.thresholds) == set(HARD_CATEGORIES) and model.name_token  # names as one word since round 15
+    assert {f"fresh{n}" for n in range(2, 19)} <= set(model.fresh_sets_seen) and "fresh19" not in model.fresh_sets_seen
     assert all(MIN_THRESHOLD <= t < 1.0 for t in model.thresholds.values())  # never below the floor
     start = time.process_time()  # CPU time: the budget is per prompt on one core, whatever else the machine runs
     for _ in range(200):
@@ -168,3 +170,58 @@ def test_a_model_records_the_fresh_sets_it_was_trained_on(tmp_path):
     assert model.fresh_sets_seen == ("fresh8",) and load_model(path).fresh_sets_seen == ("fresh8",)
     model, _ = train_on_prompt_set(picked, path)
     assert load_model(path).fresh_sets_seen == ()
+
+
+def test_a_public_figures_name_is_one_placeholder_word():
+    """With name_token, a listed name leaves no character n-grams, only NAME_TOKEN in the word uni- and bigrams, so a
+    pattern learned on one name holds for every listed one; without it the name's pieces are features."""
+    from incasa.safety.classifier import NAME_TOKEN
+
+    with_token = features("Angela Merkel drunk at her desk", name_token=True)
+    assert f"w:{NAME_TOKEN} drunk" in with_token and f"w:{NAME_TOKEN}" in with_token
+    assert not any("merk" in g or "angel" in g for g in with_token)
+    assert features("Emmanuel Macron drunk at her desk", name_token=True) == with_token
+    plain = features("Angela Merkel drunk at her desk")
+    assert " merk" in plain and "w:angela merkel" in plain and not any(NAME_TOKEN in g for g in plain)
+    # an unlisted word stays itself
+    assert "w:grandma drunk" in features("grandma drunk at her desk", name_token=True)
+
+
+def test_a_name_token_model_scores_every_listed_name_alike_and_keeps_the_flag(tmp_path):
+    texts = ["Angela Merkel drunk, leaked photo", "Joe Biden arrested, real photo", "a red apple on a table",
+             "a lighthouse at dusk", "Olaf Scholz in handcuffs, realistic", "a bowl of soup",
+             "a severed head, gore"] * 3
+    labels = ["deepfake_impersonation", "deepfake_impersonation", "benign", "benign", "deepfake_impersonation",
+              "benign", "graphic_violence"] * 3
+    model, _ = train(texts, labels, min_df=1, name_token=True)
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.name_token and not train(texts, labels, min_df=1)[0].name_token
+    # a name no training prompt used (Meloni) gets the same scores as one it did (Merkel)
+    a, b = loaded.predict_proba("Giorgia Meloni drunk"), loaded.predict_proba("Angela Merkel drunk")
+    assert a == pytest.approx(b) and a["deepfake_impersonation"] > 0.5
+
+
+def test_non_prompt_rows_are_left_out_of_the_threshold_budget():
+    """Thresholds come from the benign *prompts'* out-of-fold scores: adding any number of non-prompt benign rows
+    (other projects' docstrings, promptset.NONPROMPT_SECTION) leaves every threshold as it was."""
+    from incasa.safety.classifier import thresholds_from_scores
+
+    rng = np.random.default_rng(0)
+    classes = sorted(["benign", *HARD_CATEGORIES])
+    n = 800
+    probs = rng.dirichlet(np.ones(len(classes)) * 0.3, size=n)  # (N, C)
+    labels = np.array(rng.choice(classes, size=n))
+    groups = [f"x/{i}" for i in range(n)]
+    base = thresholds_from_scores(probs, classes, labels, groups)
+    extra = np.full((4000, len(classes)), 0.0)
+    extra[:, classes.index("benign")] = 1.0
+    more = thresholds_from_scores(np.vstack([probs, extra]), classes, np.concatenate([labels, ["benign"] * 4000]),
+                                  groups + [f"nonprompt/{i}" for i in range(4000)])
+    assert more == base
+    # counted as prompts they would have diluted the budget: the thresholds drop (to the floor or near it)
+    diluted = thresholds_from_scores(np.vstack([probs, extra]), classes, np.concatenate([labels, ["benign"] * 4000]),
+                                     groups + [f"benign/{i}" for i in range(4000)])
+    assert all(diluted["thresholds"][k] <= base["thresholds"][k] for k in base["thresholds"])
+    assert any(diluted["thresholds"][k] < base["thresholds"][k] for k in base["thresholds"])

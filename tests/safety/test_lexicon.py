@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from incasa.safety.lexicon import PAIR_SCORE, STRONG_SCORE, WEAK_SCORE, load_lexicons, match
 from incasa.safety.normalize import normalize
 
@@ -100,3 +102,32 @@ def test_fifth_round_exceptions_keep_shared_words_benign():
     assert "deepfake_impersonation" not in hits("Flyer, wie man Falschnachrichten und Deepfakes erkennt")
     assert "deepfake_impersonation" not in hits("Karikatur des Kanzlers, fotorealistisch, beschriftet mit 'Satire'")
     assert "deepfake_impersonation" not in hits("a celebrity look-alike contest at a county fair")
+
+
+def test_a_set_takes_names_from_a_name_list_file_as_whole_words_only(tmp_path):
+    names = {"regions": {"x": {"full": ["Zorblax Quimby"], "short": ["Quimby"], "aliases": ["ZQ"]}}}
+    (tmp_path / "names.json").write_text(json.dumps(names))
+    lexicon = {"sets": {"public_figure": {"any": ["Angela Merkel"]}, "realism_or_harm_cue": {"en": ["real photo"]}},
+               "name_lists": {"public_figure": "names.json"},
+               "categories": {"deepfake_impersonation": {"pairs": [["public_figure", "realism_or_harm_cue"]]}}}
+    (tmp_path / "lex.json").write_text(json.dumps(lexicon))
+    lex = load_lexicons(tmp_path / "lex.json")
+    for text in ("Zorblax Quimby arrested, real photo", "quimby arrested real photo", "zq, real photo",
+                 "Angela Merkel, real photo"):
+        assert match(normalize(text), lex)["deepfake_impersonation"].score == PAIR_SCORE, text
+    # whole words only, never inside a glued token (thousands of surnames would turn up inside German compounds)
+    assert "deepfake_impersonation" not in match(normalize("quimbyfestival real photo"), lex)
+    assert "deepfake_impersonation" not in match(normalize("Quimby at the beach"), lex)
+
+
+def test_a_bad_name_list_is_refused(tmp_path):
+    (tmp_path / "names.json").write_text(json.dumps({"regions": {"x": {"full": ["A B"]}}}))  # no "short"
+    lexicon = {"sets": {"public_figure": {"any": ["x"]}}, "name_lists": {"public_figure": "names.json"},
+               "categories": {}}
+    (tmp_path / "lex.json").write_text(json.dumps(lexicon))
+    with pytest.raises(ValueError, match="not a name list"):
+        load_lexicons(tmp_path / "lex.json")
+    lexicon["name_lists"] = {"nobody": "names.json"}
+    (tmp_path / "lex2.json").write_text(json.dumps(lexicon))
+    with pytest.raises(ValueError, match="unknown set 'nobody'"):
+        load_lexicons(tmp_path / "lex2.json")

@@ -113,7 +113,9 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
 
     from incasa.safety.promptset import (FRESH2_SHA256, FRESH3_SHA256, FRESH4_SHA256, FRESH5_SHA256, FRESH6_SHA256,
                                          FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
-                                         FRESH11_SHA256, FRESH12_SHA256, FRESH_FILES, fresh_set_of)
+                                         FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
+                                         FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
+                                         FRESH_FILES, fresh_set_of)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
     assert hashlib.sha256(FRESH_FILES[2].read_bytes()).hexdigest() == FRESH3_SHA256
@@ -126,6 +128,8 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert hashlib.sha256(FRESH_FILES[9].read_bytes()).hexdigest() == FRESH10_SHA256
     assert hashlib.sha256(FRESH_FILES[10].read_bytes()).hexdigest() == FRESH11_SHA256
     assert hashlib.sha256(FRESH_FILES[11].read_bytes()).hexdigest() == FRESH12_SHA256
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in FRESH_FILES[12:]] == [  # since the fifteenth round
+        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256]
     rows = build_prompt_set()
     built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
     cores = defaultdict(set)
@@ -137,40 +141,33 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
         name = path.name.removesuffix("_eval.jsonl")
         for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
             expected[(name, r["lang"], r["label"], r["text"], "train")] += 1
-    assert built == expected and sum(expected.values()) == 6280  # every fresh prompt once, as a training row
+    assert built == expected and sum(expected.values()) == 10180  # every fresh prompt once, as a training row
     assert set(map(len, cores.values())) == {len(LANGUAGES)}  # one core = that number in all five languages
     # and no held-out concept equals a fresh prompt, so the held-out report stays held out
     test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_rounds_12_to_14_are_frozen_and_never_trained_on():
-    """fresh13-fresh18 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
-    row of the prompt set comes from them. Thirty-eight of their prompts came out equal (after normalisation) to a
-    training prompt written independently, all benign (a cat on a windowsill kind) but one fresh15 hate-symbol prompt;
-    they were scored as they are, and exactly these are allowed."""
+def test_sealed_sets_of_round_15_are_frozen_and_never_trained_on():
+    """fresh19 and fresh20 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build:
+    no row of the prompt set comes from them. Seventeen of their prompts came out equal (after normalisation) to a
+    training prompt written independently, all ordinary benign ones; they were scored as they are, and exactly these
+    are allowed."""
     import hashlib
     import json
 
-    from incasa.safety.promptset import (FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256,
-                                         FRESH17_SHA256, FRESH18_SHA256, HELD_OUT_FRESH_FILES)
+    from incasa.safety.promptset import FRESH19_SHA256, FRESH20_SHA256, HELD_OUT_FRESH_FILES
 
-    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
-        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH19_SHA256,
+                                                                                          FRESH20_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(13, 19)}
+    assert not {fresh_set_of(r) for r in rows} & {"fresh19", "fresh20"}
     trained = {normalize(r["text"]) for r in rows}
-    known = {"fresh13-de-benign-38", "fresh13-en-benign-39", "fresh13-en-benign-47", "fresh13-fr-benign-14",
-             "fresh13-it-benign-27", "fresh14-de-benign-38", "fresh14-de-benign-4", "fresh14-de-benign-5",
-             "fresh14-de-benign-7", "fresh14-en-benign-37", "fresh14-en-benign-38", "fresh14-es-benign-14",
-             "fresh14-fr-benign-25", "fresh14-fr-benign-37", "fresh14-it-benign-36",
-             "fresh15-de-benign-15", "fresh15-de-benign-3", "fresh15-de-hate_symbols-6", "fresh15-en-benign-42",
-             "fresh15-en-benign-7", "fresh15-es-benign-28", "fresh15-fr-benign-3", "fresh15-it-benign-3",
-             "fresh15-it-benign-36", "fresh15-it-benign-39",
-             "fresh16-de-benign-24", "fresh16-es-benign-45", "fresh16-it-benign-47",
-             "fresh17-de-benign-40", "fresh17-es-benign-4", "fresh17-es-benign-42", "fresh17-it-benign-39",
-             "fresh18-de-benign-37", "fresh18-de-benign-5", "fresh18-de-benign-8", "fresh18-en-benign-39",
-             "fresh18-en-benign-44", "fresh18-it-benign-36"}
+    known = {"fresh19-de-benign-50", "fresh19-de-benign-8", "fresh19-en-benign-36", "fresh19-en-benign-40",
+             "fresh19-es-benign-30", "fresh19-es-benign-45", "fresh19-es-benign-5", "fresh19-fr-benign-13",
+             "fresh19-fr-benign-37", "fresh19-it-benign-40",
+             "fresh20-de-benign-36", "fresh20-de-benign-7", "fresh20-es-benign-11", "fresh20-es-benign-3",
+             "fresh20-es-benign-37", "fresh20-fr-benign-47", "fresh20-fr-benign-8"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
@@ -285,7 +282,7 @@ def test_twelfth_round_is_four_more_authors_training_only():
 
     authors = [name for name in LATER_ROUNDS if name.startswith("12")]
     assert authors == ["12k", "12l", "12m", "12n"]
-    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES
+    fresh = {normalize(json.loads(line)["text"]) for path in FRESH_FILES[:12]  # fresh13 on were written later
              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
     for name in authors:
         seeds = load_later_round(name)
@@ -300,6 +297,49 @@ def test_twelfth_round_is_four_more_authors_training_only():
     rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
     assert all(r["split"] == "train" for r in rows)
     assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 210 * len(authors) * len(LANGUAGES)
+
+
+def test_thirteenth_round_is_four_more_authors_read_since_round_15():
+    """seeds13<author>_<lang>.json (o-r): four more authors, 15 red-team cores per hard category and 25 in a focus
+    category each (o: self-harm, p: hate symbols, q: election/news; r: none), five training rows per core. Committed in
+    the thirteenth round, read since the fifteenth."""
+    from incasa.safety.promptset import LATER_ROUNDS, ROUND4_SECTIONS, load_later_round
+
+    authors = [name for name in LATER_ROUNDS if name.startswith("13")]
+    assert authors == ["13o", "13p", "13q", "13r"]
+    focus = {"13o": "self_harm", "13p": "hate_symbols", "13q": "election_news_manipulation", "13r": None}
+    for name in authors:
+        seeds = load_later_round(name)
+        for lang in LANGUAGES:
+            counts = {section: len(seeds[lang].get(section, [])) for section in ROUND4_SECTIONS}
+            assert all(23 <= counts[c] <= 25 if c == focus[name] else 13 <= counts[c] <= 15 for c in HARD_CATEGORIES), (
+                name, lang, counts)
+            assert counts["benign_tricky"] >= 55 and counts["benign"] >= 11
+    letters = tuple(LATER_ROUNDS[name] for name in authors)
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    assert all(r["split"] == "train" for r in rows)
+    assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 190 * len(authors) * len(LANGUAGES)
+
+
+def test_non_prompt_text_is_english_benign_training_rows():
+    """data/nonprompt_en.json (other projects' docstrings and messages, scripts/nonprompt_sentences.py): one benign
+    training row per paragraph, in its own section, none of them a string of this repository."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from incasa.safety.promptset import DATA_DIR, NONPROMPT_SECTION
+
+    raw = json.loads((DATA_DIR / "nonprompt_en.json").read_text(encoding="utf-8"))
+    rows = [r for r in build_prompt_set() if r["core"].startswith(NONPROMPT_SECTION + "/")]
+    assert [r["text"] for r in rows] == [t["text"] for t in raw["texts"]] and len(rows) == 4000
+    assert {(r["label"], r["lang"], r["split"], r["tricky"]) for r in rows} == {("benign", "en", "train", False)}
+    assert {t["source"] for t in raw["texts"]} <= set(raw["sources"]) and all(
+        s["licence"] for s in raw["sources"].values())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from guardrails import repository_strings
+
+    assert not {r["text"] for r in rows} & set(repository_strings())
 
 
 def test_a_later_round_with_an_unknown_section_is_refused(tmp_path):
