@@ -96,40 +96,48 @@ MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clea
 CV_REPEATS = 3
 DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
 DEFAULT_NAME_TOKEN = True  # public figures' names as one word (`features`; the fifteenth round)
+DEFAULT_ORG_TOKEN = False  # organisations' names as one word (`features`; tried in the sixteenth round)
 HIDDEN_UNITS = 32  # the blend's hidden layer: (F, 32) float16 is ~7 MB for ~110,000 features
 
 
 # Every name of the lexicons' public-figure set (data/lexicons.json + data/public_figures.json) becomes this one word
-# in a model trained with name_token=True. "@" never survives normalize(), so no real word can collide with it.
+# in a model trained with name_token=True, and every name of its organisation set (data/organisations.json) ORG_TOKEN
+# with org_token=True. "@" never survives normalize(), so no real word can collide with them.
 NAME_TOKEN = "@person"
+ORG_TOKEN = "@org"
 
 
-@lru_cache(maxsize=1)
-def _public_figures():
+@lru_cache(maxsize=4)
+def _lexicon_set(name: str):
     from incasa.safety.lexicon import DEFAULT_LEXICONS, load_lexicons
 
-    return load_lexicons(DEFAULT_LEXICONS).sets["public_figure"]
+    pattern = load_lexicons(DEFAULT_LEXICONS).sets.get(name)
+    if pattern is None:
+        raise ValueError(f"the lexicons ({DEFAULT_LEXICONS}) have no {name!r} set, which this classifier reads")
+    return pattern
 
 
 @lru_cache(maxsize=1 << 18)  # training featurises each prompt once per CV fold: 16 times
-def _words(text: str, name_token: bool) -> tuple[str, ...]:
+def _words(text: str, name_token: bool, org_token: bool = False) -> tuple[str, ...]:
     normalized = normalize(text)
     if name_token:
-        normalized = _public_figures().sub(f" {NAME_TOKEN} ", normalized)
+        normalized = _lexicon_set("public_figure").sub(f" {NAME_TOKEN} ", normalized)
+    if org_token:  # after the people: "Le Pen" is a person, not the party named after her
+        normalized = _lexicon_set("organisation").sub(f" {ORG_TOKEN} ", normalized)
     return tuple(normalized.split())
 
 
-def features(text: str, name_token: bool = False) -> list[str]:
+def features(text: str, name_token: bool = False, org_token: bool = False) -> list[str]:
     """Character n-grams of each space-padded word, plus word unigrams and bigrams, of the normalised text.
 
     With name_token, a listed public figure's name is one word, NAME_TOKEN, with no character n-grams of its own:
     "@person drunk at his desk" is then one pattern for every name on the list, including names no training
-    prompt used.
+    prompt used. org_token does the same for a listed organisation (ORG_TOKEN: "fake @org screenshot").
     """
-    words = _words(text, name_token)
+    words = _words(text, name_token, org_token)
     grams = []
     for word in words:
-        if word == NAME_TOKEN:
+        if word in (NAME_TOKEN, ORG_TOKEN):
             continue
         padded = f" {word} "
         for n in NGRAM_SIZES:
@@ -151,6 +159,7 @@ class ClassifierModel:
     # are training data, and a benchmark must not report a set this model saw as held out. () for older files.
     fresh_sets_seen: tuple[str, ...] = ()
     name_token: bool = False  # public figures' names as one word (`features`); since the fifteenth round
+    org_token: bool = False  # organisations' names as one word (`features`); the sixteenth round
     # The "blend" kind (`train_blend`) adds a one-hidden-layer network on the same features; its probabilities are
     # averaged with the linear model's. All four are None for the linear kind.
     hidden_weight: np.ndarray | None = None  # (F, H)
@@ -161,7 +170,7 @@ class ClassifierModel:
     def vectorize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Sparse TF-IDF vector as (indices, values): sublinear tf, idf, L2 norm — as scikit-learn does."""
         counts: dict[int, int] = {}
-        for gram in features(text, self.name_token):
+        for gram in features(text, self.name_token, self.org_token):
             index = self.vocabulary.get(gram)
             if index is not None:
                 counts[index] = counts.get(index, 0) + 1
@@ -219,6 +228,7 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
         "kind": "linear" if model.hidden_weight is None else "blend",
         "fresh_sets_seen": json.dumps(list(model.fresh_sets_seen)),
         "name_token": json.dumps(model.name_token),
+        "org_token": json.dumps(model.org_token),
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -248,13 +258,14 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
         thresholds=None if thresholds is None else {c: float(t) for c, t in thresholds.items()},
         fresh_sets_seen=tuple(json.loads(meta.get("fresh_sets_seen", "[]"))),
         name_token=bool(json.loads(meta.get("name_token", "false"))),
+        org_token=bool(json.loads(meta.get("org_token", "false"))),
         **{name: tensors.get(name) for name in HIDDEN_TENSORS},
     )
 
 
 def train(
     texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int = 2, seed: int = 0,
-    class_weight: str | None = "balanced", name_token: bool = False,
+    class_weight: str | None = "balanced", name_token: bool = False, org_token: bool = False,
 ):
     """Fit TF-IDF + logistic regression with scikit-learn; returns (ClassifierModel, fitted sklearn pipeline)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -262,7 +273,7 @@ def train(
     from sklearn.pipeline import make_pipeline
     from threadpoolctl import threadpool_limits
 
-    analyzer = partial(features, name_token=name_token)
+    analyzer = partial(features, name_token=name_token, org_token=org_token)
     vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df, dtype=np.float64)
     regression = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight, random_state=seed)
     # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
@@ -275,6 +286,7 @@ def train(
         coef=regression.coef_.copy(),
         intercept=regression.intercept_.copy(),
         name_token=name_token,
+        org_token=org_token,
     )
     return model, pipeline
 
@@ -331,13 +343,14 @@ def _fit_hidden(
 
 
 def train_blend(
-    texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, name_token: bool = False, **hidden_options
+    texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, name_token: bool = False,
+    org_token: bool = False, **hidden_options,
 ):
     """The linear model (`train`) plus a hidden-layer network on its TF-IDF; returns (ClassifierModel, pipeline).
 
     The pipeline is the linear one; score batches of the blend with `predict_proba_batch`.
     """
-    model, pipeline = train(texts, labels, c=c, seed=seed, name_token=name_token)
+    model, pipeline = train(texts, labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
     targets = np.array([model.classes.index(y) for y in labels])
     matrix = pipeline[0].transform(texts)
     return replace(model, **_fit_hidden(matrix, targets, len(model.classes), seed=seed, **hidden_options)), pipeline
@@ -353,21 +366,22 @@ def predict_proba_batch(model: ClassifierModel, matrix) -> np.ndarray:
 
 
 def _fit_predict(
-    kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int, name_token: bool
+    kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int,
+    name_token: bool, org_token: bool,
 ):
     """Out-of-fold probabilities (columns in sorted class order) of a model of `kind` fitted on the fit rows."""
     if kind == "linear":
-        _, pipeline = train(fit_texts, fit_labels, c=c, name_token=name_token)
+        _, pipeline = train(fit_texts, fit_labels, c=c, name_token=name_token, org_token=org_token)
         return list(pipeline.classes_), pipeline.predict_proba(val_texts)
     if kind == "blend":
-        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token)
+        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
         return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
     raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
 
 
 def cross_validated_thresholds(
     rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS,
-    kind: str = "linear", name_token: bool = False,
+    kind: str = "linear", name_token: bool = False, org_token: bool = False,
 ) -> dict:
     """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
@@ -391,7 +405,7 @@ def cross_validated_thresholds(
         for fold, (fit_idx, val_idx) in enumerate(splitter.split(texts, labels, groups)):
             fold_classes, fold_probs = _fit_predict(
                 kind, [texts[i] for i in fit_idx], list(labels[fit_idx]), [texts[i] for i in val_idx], c,
-                seed=repeat * folds + fold, name_token=name_token,
+                seed=repeat * folds + fold, name_token=name_token, org_token=org_token,
             )
             assert fold_classes == classes, "every fold must see every class"
             probs[val_idx] += fold_probs
@@ -434,16 +448,16 @@ def thresholds_from_scores(
 
 def train_on_prompt_set(
     rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0, kind: str = DEFAULT_KIND,
-    name_token: bool = DEFAULT_NAME_TOKEN,
+    name_token: bool = DEFAULT_NAME_TOKEN, org_token: bool = DEFAULT_ORG_TOKEN,
 ) -> tuple[ClassifierModel, dict]:
     """Fit on the rows whose split is "train" (see promptset.py), pick the thresholds by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:
         raise ValueError("the prompt set has no 'train' rows")
-    cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token)
+    cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token, org_token=org_token)
     texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
     fit = train if kind == "linear" else train_blend
-    model, _ = fit(texts, labels, c=c, name_token=name_token)
+    model, _ = fit(texts, labels, c=c, name_token=name_token, org_token=org_token)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     save_model(model, out_path)

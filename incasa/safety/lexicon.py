@@ -22,7 +22,7 @@ letters are also searched as plain substrings.
 
 A set may also take a long list of names from a file of its own: `"name_lists": {"public_figure":
 "public_figures.json"}` (since the fifteenth round: several thousand public figures per region, written by hand
-and filtered by scripts/public_figures.py). Those names are matched as whole words only, never inside glued tokens.
+and filtered by scripts/name_lists.py). Those names are matched as whole words only, never inside glued tokens.
 The same set gives the classifier its placeholder word for a name (classifier.NAME_TOKEN), so adding a name to the
 file reaches both without retraining.
 
