@@ -11,13 +11,15 @@ mononym, an abbreviation) and `aliases`:
 
 A listed word that is also an ordinary word ("Swift", "Once", "Ser") would turn innocent prompts into a name, so:
 
-    people         a one-word entry needs at least 4 letters after normalize() ("aoc" is also a French wine
+    people         a one-word entry needs at least 4 letters or digits after normalize() ("aoc" is also a French wine
                    label), and must not be a word that the benign training prompts (promptset, "train" split) or
                    the non-prompt texts write mostly in lower case ("Topić" is "topic" once normalised); a name
                    those prompts write capitalised ("a caricature of Macron, labelled satire") stays a name; three
                    more were dropped by eye (NOT_WORDS).
-    organisations  every entry, one word or several, needs at least 3 letters, and must not occur in those texts
-                   mostly in lower case ("el pais" is "the country"; "El País" the newspaper).
+    organisations  every entry, one word or several, needs at least 3 letters or digits, and must not occur in
+                   those texts mostly in lower case ("el pais" is "the country"; "El País" the newspaper), unless
+                   it is an abbreviation in capitals ("RTS", "INE"), which people type in lower case too; thirteen
+                   abbreviations that are words ("NATO" is Italian for "born") were dropped by eye (NOT_WORDS).
 
 Word frequency lists (wordfreq) were tried as a filter for people and dropped: they count names in news text, so
 they rate the most famous surnames (Clinton, Erdogan, Modi) as common words.
@@ -48,7 +50,11 @@ LISTS = {  # kind -> (file, minimum letters, filter multi-word entries too, what
                       "parties, international organisations), for election and news manipulation"),
 }
 # One-word entries read by eye after the filters and found to be ordinary words in one of the five languages.
-NOT_WORDS = {"jeter": "French 'to throw'", "schwimmer": "German 'swimmer'", "fico": "Italian 'cool', 'fig'"}
+NOT_WORDS = {"jeter": "French 'to throw'", "schwimmer": "German 'swimmer'", "fico": "Italian 'cool', 'fig'",
+             "mdr": "French 'mort de rire' (lol)", "dea": "Italian 'goddess'", "gru": "Italian/Spanish 'crane'",
+             "haz": "Spanish 'do!', 'beam'", "nato": "Italian 'born'", "tie": "English", "lat": "latitude, Latin",
+             "mis": "Spanish 'my'", "sii": "Italian 'be!'", "sapo": "Spanish 'toad'", "pla": "3D-printing plastic",
+             "kapo": "a camp prisoner functionary", "dane": "a person from Denmark"}
 KINDS = ("full", "short", "aliases")
 
 
@@ -86,6 +92,13 @@ def lower_case_phrases(texts: list[str], keys: set[str]) -> set[str]:
     return {key for key, n in lower.items() if n >= upper[key]}
 
 
+def _acronym(name: str) -> bool:
+    """An abbreviation written in capitals ("RTS", "INE", "MI5"): people type them in lower case in prompts too, so
+    the lower-case filter would drop the very names it is meant to keep; NOT_WORDS holds the ones that are words."""
+    letters = re.sub(r"[^A-Za-z]", "", name)
+    return 2 <= len(letters) <= 6 and letters.isupper()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=sorted(LISTS), help="which list to build")
@@ -115,13 +128,13 @@ def main() -> None:
                     dropped["duplicate"] += 1
                     continue
                 if phrases or " " not in key:  # it must not be an ordinary word (or phrase) too
-                    if len(re.sub(r"[^a-z]", "", key)) < min_letters:
+                    if len(re.sub(r"[^a-z0-9]", "", key)) < min_letters:
                         dropped["short"].append(name)
                         continue
                     if key in NOT_WORDS:
                         dropped["read_by_eye"].append(name)
                         continue
-                    if key in benign:
+                    if key in benign and not (phrases and _acronym(name)):
                         dropped["benign_word"].append(name)
                         continue
                 seen.add(key)

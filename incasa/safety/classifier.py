@@ -66,6 +66,9 @@ that "@person drunk at the desk, leaked photo" is one pattern however many names
 Non-prompt text: 4,000 paragraphs of other projects' docstrings and messages are benign training rows, left out of
 the threshold budget (`thresholds_from_scores`); they pull words such as "keep", "exit" or "votes" back towards
 benign in text unlike any request for a picture.
+The sixteenth round tried the same placeholder for organisations (ORG_TOKEN, data/organisations.json: news media,
+institutions, parties; `org_token=True`, `incasa safety train --orgs`): +4 points on election/news manipulation but
+-1.3 overall on two sealed sets, so it is off by default.
 
 Only training needs scikit-learn (and torch, for the blend). The saved model holds the vocabulary, the IDF
 weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax

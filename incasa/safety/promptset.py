@@ -148,12 +148,15 @@ FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f
 FRESH17_SHA256 = "97c179d06b76df2413999d17f3fa77d0c084aff91f1fb391a4bb9c9f3096da61"
 FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef39"
 # Held out: two sets by two more independent authors sealed while the fifteenth round was made (fresh19, fresh20;
-# scored once by the shipped classifier, the round's candidate and its information-only arms). Unlike FRESH_FILES
-# they are NOT training data: they are the held-out measure of a new author until a later round, with new sealed
-# sets, folds them in.
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20))
+# scored once by the shipped classifier, the round's candidate and its information-only arms), and two sealed while
+# the sixteenth was made (fresh21, fresh22; scored once by the shipped classifier and the round's candidate and arm,
+# neither shipped). Unlike FRESH_FILES they are NOT training data: they are the held-out measure of a new author
+# until a later round, with new sealed sets, folds them in.
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20, 21, 22))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
+FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
+FRESH22_SHA256 = "ff33ee45f11fc392079e06bcfd378ad2339f4c3b64fbdec79b432b16a060af66"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",

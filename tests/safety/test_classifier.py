@@ -225,3 +225,17 @@ def test_non_prompt_rows_are_left_out_of_the_threshold_budget():
                                      groups + [f"benign/{i}" for i in range(4000)])
     assert all(diluted["thresholds"][k] <= base["thresholds"][k] for k in base["thresholds"])
     assert any(diluted["thresholds"][k] < base["thresholds"][k] for k in base["thresholds"])
+
+
+def test_an_organisations_name_is_one_placeholder_word_after_the_people():
+    """org_token does for the organisation list (news media, institutions, parties) what name_token does for people;
+    people are replaced first, and a model without the flag never sees ORG_TOKEN."""
+    from incasa.safety.classifier import NAME_TOKEN, ORG_TOKEN
+
+    grams = features("fake ANSA screenshot: Giorgia Meloni resigns", name_token=True, org_token=True)
+    assert f"w:fake {ORG_TOKEN}" in grams and f"w:{ORG_TOKEN} screenshot" in grams and f"w:{NAME_TOKEN} resigns" in grams
+    assert not any("ansa" in g for g in grams)
+    assert features("fake Tagesschau screenshot", org_token=True) == features("fake Reuters screenshot", org_token=True)
+    assert not any(ORG_TOKEN in g for g in features("fake ANSA screenshot", name_token=True))
+    # "nato" is Italian for "born": dropped from the list (scripts/name_lists.py), so it stays a word
+    assert "w:nato a" in features("nato a Roma nel 1990", org_token=True)

@@ -148,26 +148,33 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_round_15_are_frozen_and_never_trained_on():
-    """fresh19 and fresh20 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build:
-    no row of the prompt set comes from them. Seventeen of their prompts came out equal (after normalisation) to a
-    training prompt written independently, all ordinary benign ones; they were scored as they are, and exactly these
-    are allowed."""
+def test_sealed_sets_of_rounds_15_and_16_are_frozen_and_never_trained_on():
+    """fresh19-fresh22 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
+    row of the prompt set comes from them. Thirty-seven of their prompts came out equal (after normalisation) to a
+    training prompt written independently, all benign ones; they were scored as they are, and exactly these are
+    allowed."""
     import hashlib
     import json
 
-    from incasa.safety.promptset import FRESH19_SHA256, FRESH20_SHA256, HELD_OUT_FRESH_FILES
+    from incasa.safety.promptset import (FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
+                                         HELD_OUT_FRESH_FILES)
 
-    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [FRESH19_SHA256,
-                                                                                          FRESH20_SHA256]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
+        FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {"fresh19", "fresh20"}
+    assert not {fresh_set_of(r) for r in rows} & {"fresh19", "fresh20", "fresh21", "fresh22"}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh19-de-benign-50", "fresh19-de-benign-8", "fresh19-en-benign-36", "fresh19-en-benign-40",
              "fresh19-es-benign-30", "fresh19-es-benign-45", "fresh19-es-benign-5", "fresh19-fr-benign-13",
              "fresh19-fr-benign-37", "fresh19-it-benign-40",
              "fresh20-de-benign-36", "fresh20-de-benign-7", "fresh20-es-benign-11", "fresh20-es-benign-3",
-             "fresh20-es-benign-37", "fresh20-fr-benign-47", "fresh20-fr-benign-8"}
+             "fresh20-es-benign-37", "fresh20-fr-benign-47", "fresh20-fr-benign-8",
+             "fresh21-de-benign-13", "fresh21-de-benign-14", "fresh21-de-benign-37", "fresh21-de-benign-48",
+             "fresh21-en-benign-41", "fresh21-es-benign-15", "fresh21-fr-benign-13", "fresh21-fr-benign-37",
+             "fresh21-it-benign-36", "fresh21-it-benign-38", "fresh21-it-benign-45",
+             "fresh22-de-benign-15", "fresh22-de-benign-38", "fresh22-de-benign-7", "fresh22-es-benign-6",
+             "fresh22-fr-benign-23", "fresh22-fr-benign-31", "fresh22-fr-benign-46", "fresh22-fr-benign-47",
+             "fresh22-it-benign-29"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
