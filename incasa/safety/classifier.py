@@ -120,7 +120,6 @@ def _lexicon_set(name: str):
     return pattern
 
 
-@lru_cache(maxsize=1 << 18)  # training featurises each prompt once per CV fold: 16 times
 def _words(text: str, name_token: bool, org_token: bool = False) -> tuple[str, ...]:
     normalized = normalize(text)
     if name_token:
@@ -130,14 +129,20 @@ def _words(text: str, name_token: bool, org_token: bool = False) -> tuple[str, .
     return tuple(normalized.split())
 
 
-def features(text: str, name_token: bool = False, org_token: bool = False) -> list[str]:
+# Training featurises every prompt once per CV fit (16 times): this cache holds the whole prompt set's words while
+# `train_on_prompt_set` runs, which clears it after. Scoring (`ClassifierModel.vectorize`) does not use it, so a
+# server does not keep every prompt it was sent.
+_training_words = lru_cache(maxsize=1 << 18)(_words)
+
+
+def features(text: str, name_token: bool = False, org_token: bool = False, *, cached: bool = False) -> list[str]:
     """Character n-grams of each space-padded word, plus word unigrams and bigrams, of the normalised text.
 
     With name_token, a listed public figure's name is one word, NAME_TOKEN, with no character n-grams of its own:
     "@person drunk at his desk" is then one pattern for every name on the list, including names no training
     prompt used. org_token does the same for a listed organisation (ORG_TOKEN: "fake @org screenshot").
     """
-    words = _words(text, name_token, org_token)
+    words = (_training_words if cached else _words)(text, name_token, org_token)
     grams = []
     for word in words:
         if word in (NAME_TOKEN, ORG_TOKEN):
@@ -276,7 +281,7 @@ def train(
     from sklearn.pipeline import make_pipeline
     from threadpoolctl import threadpool_limits
 
-    analyzer = partial(features, name_token=name_token, org_token=org_token)
+    analyzer = partial(features, name_token=name_token, org_token=org_token, cached=True)
     vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df, dtype=np.float64)
     regression = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight, random_state=seed)
     # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
@@ -463,6 +468,7 @@ def train_on_prompt_set(
     model, _ = fit(texts, labels, c=c, name_token=name_token, org_token=org_token)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
+    _training_words.cache_clear()
     save_model(model, out_path)
     load_model.cache_clear()
     return model, cv
