@@ -115,7 +115,8 @@ def name_list_terms(path: str | Path) -> list[str]:
     """Every name of a name-list file (data/public_figures.json): its regions' "full", "short" and "aliases" lists."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     try:
-        return [name for region in raw["regions"].values() for key in ("full", "short", "aliases") for name in region[key]]
+        regions = raw["regions"].values()
+        return [name for region in regions for key in ("full", "short", "aliases") for name in region[key]]
     except (KeyError, AttributeError, TypeError) as error:
         raise ValueError(f"{path}: not a name list (regions -> full/short/aliases): {error!r}") from None
 

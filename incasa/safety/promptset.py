@@ -74,12 +74,13 @@ the eleventh round's sealed sets still got past the guardrail (political operati
 context alone; fiction, research and follow-up-turn framing; casual mobile typing and code-switching), each per
 language 15 red-team cores per hard category but 25 for deepfakes and election/news manipulation, 60 shared-word,
 15 ordinary and 5 adult benign ones; letters "lk".."ln". The eleventh round's sealed sets, fresh11 and fresh12, became
-training data like the ten before them. `HELD_OUT_FRESH_FILES` (fresh13, fresh14: two more authors, sealed during the
-twelfth round and scored once; fresh15-fresh18: four more, sealed during the thirteenth and fourteenth) are never
-part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen. The
-thirteenth round's
-seeds (`seeds13{o..r}`, four more authors) are committed but not read: their candidate missed the round's rule, and
-so did the fourteenth round's (those seeds + fresh13-fresh16 as training rows).
+training data like the ten before them. The thirteenth round's seeds (`seeds13{o..r}`, four more authors, letters
+"mo".."mr") were committed but not read while their candidates missed the thirteenth and fourteenth rounds' rules.
+
+Fifteenth round: those seeds are read, fresh13-fresh18 (six more authors, sealed during rounds 12-14) are training
+data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' docstrings, data/nonprompt_en.json).
+`HELD_OUT_FRESH_FILES` (fresh19-fresh22: four more authors, sealed during rounds 15 and 16 and scored once each) are
+never part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by

@@ -234,7 +234,8 @@ def test_an_organisations_name_is_one_placeholder_word_after_the_people():
     from incasa.safety.classifier import NAME_TOKEN, ORG_TOKEN
 
     grams = features("fake ANSA screenshot: Giorgia Meloni resigns", name_token=True, org_token=True)
-    assert f"w:fake {ORG_TOKEN}" in grams and f"w:{ORG_TOKEN} screenshot" in grams and f"w:{NAME_TOKEN} resigns" in grams
+    assert f"w:fake {ORG_TOKEN}" in grams and f"w:{ORG_TOKEN} screenshot" in grams
+    assert f"w:{NAME_TOKEN} resigns" in grams
     assert not any("ansa" in g for g in grams)
     assert features("fake Tagesschau screenshot", org_token=True) == features("fake Reuters screenshot", org_token=True)
     assert not any(ORG_TOKEN in g for g in features("fake ANSA screenshot", name_token=True))
