@@ -79,8 +79,11 @@ training data like the ten before them. The thirteenth round's seeds (`seeds13{o
 
 Fifteenth round: those seeds are read, fresh13-fresh18 (six more authors, sealed during rounds 12-14) are training
 data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' docstrings, data/nonprompt_en.json).
-`HELD_OUT_FRESH_FILES` (fresh19-fresh22: four more authors, sealed during rounds 15 and 16 and scored once each) are
-never part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen.
+`HELD_OUT_FRESH_FILES` (fresh19-fresh24: six more authors, sealed during rounds 15-17 and scored once each) and the
+names probe (`NAMES17_FILE`) are never part of this build (a test checks it): with the held-out split they are what a
+trained classifier has not seen. The seventeenth round's seeds (`seeds17{s,t,u}`: three authors on the boundary
+between a legitimate mention of a public figure and a deepfake) are committed but not read: the round's candidate
+missed its rule (data/README.md, "Seventeenth round").
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -153,11 +156,19 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # the sixteenth was made (fresh21, fresh22; scored once by the shipped classifier and the round's candidate and arm,
 # neither shipped). Unlike FRESH_FILES they are NOT training data: they are the held-out measure of a new author
 # until a later round, with new sealed sets, folds them in.
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20, 21, 22))
+# fresh23 and fresh24 were sealed while the seventeenth round was made (scored once by the shipped classifier, the
+# round's candidate and its information-only arm; the candidate was not shipped).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20, 21, 22, 23, 24))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
 FRESH22_SHA256 = "ff33ee45f11fc392079e06bcfd378ad2339f4c3b64fbdec79b432b16a060af66"
+FRESH23_SHA256 = "98244e6d1c340f6f09e8dc076ff75d0b16455f384aa1283afdd055c2dc795693"
+FRESH24_SHA256 = "3019fb99d455b6a056e9ecb0200e98a1fff07d4ff6dcd459ba617d5287586005"
+# A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
+# benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
+NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
+NAMES17_SHA256 = "cfdfab8f3746ea99f362eadbacb913fd50a8f607dd062199b1a776a9e2d6d5e6"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -239,6 +250,8 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # ("self_harm/s3") so that every round's rows can be told apart.
 # The eleventh round is nine authors' files ("11a".."11i") and the lead's small benign batch ("11j"), lettered
 # "ka".."kj" (k, the eleventh letter; "d" alone is the third round's).
+# Not read: the seventeenth round's seeds17{s,t,u} (their candidate missed the round's rule); a later round that reads
+# them adds "17s": "ns", "17t": "nt", "17u": "nu".
 LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
                 "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj",
                 "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln",

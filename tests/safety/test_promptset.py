@@ -148,21 +148,21 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_rounds_15_and_16_are_frozen_and_never_trained_on():
-    """fresh19-fresh22 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
-    row of the prompt set comes from them. Thirty-seven of their prompts came out equal (after normalisation) to a
+def test_sealed_sets_of_rounds_15_to_17_are_frozen_and_never_trained_on():
+    """fresh19-fresh24 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
+    row of the prompt set comes from them. Forty-three of their prompts came out equal (after normalisation) to a
     training prompt written independently, all benign ones; they were scored as they are, and exactly these are
     allowed."""
     import hashlib
     import json
 
     from incasa.safety.promptset import (FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
-                                         HELD_OUT_FRESH_FILES)
+                                         FRESH23_SHA256, FRESH24_SHA256, HELD_OUT_FRESH_FILES)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
-        FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256]
+        FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256, FRESH23_SHA256, FRESH24_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {"fresh19", "fresh20", "fresh21", "fresh22"}
+    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(19, 25)}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh19-de-benign-50", "fresh19-de-benign-8", "fresh19-en-benign-36", "fresh19-en-benign-40",
              "fresh19-es-benign-30", "fresh19-es-benign-45", "fresh19-es-benign-5", "fresh19-fr-benign-13",
@@ -174,13 +174,52 @@ def test_sealed_sets_of_rounds_15_and_16_are_frozen_and_never_trained_on():
              "fresh21-it-benign-36", "fresh21-it-benign-38", "fresh21-it-benign-45",
              "fresh22-de-benign-15", "fresh22-de-benign-38", "fresh22-de-benign-7", "fresh22-es-benign-6",
              "fresh22-fr-benign-23", "fresh22-fr-benign-31", "fresh22-fr-benign-46", "fresh22-fr-benign-47",
-             "fresh22-it-benign-29"}
+             "fresh22-it-benign-29",
+             "fresh23-de-benign-12", "fresh23-de-benign-20", "fresh23-de-benign-6", "fresh23-fr-benign-17",
+             "fresh23-fr-benign-5", "fresh24-de-benign-36"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
         assert Counter(r["label"] for r in sealed) == {**{c: 50 for c in HARD_CATEGORIES}, "benign": 250}
         overlap = {r["id"] for r in sealed if normalize(r["text"]) in trained}
         assert overlap == {k for k in known if k.startswith(path.name.split("_")[0] + "-")}
+
+
+def test_names_probe_is_frozen_and_never_trained_on():
+    """names17 (`NAMES17_FILE`): per language 20 benign prompts naming a listed public figure and 20 deepfakes of one;
+    it never changes, every prompt names someone on the list, and none of it is (or equals) a training prompt."""
+    import hashlib
+    import json
+
+    from incasa.safety.classifier import NAME_TOKEN, _words
+    from incasa.safety.promptset import NAMES17_FILE, NAMES17_SHA256
+
+    assert hashlib.sha256(NAMES17_FILE.read_bytes()).hexdigest() == NAMES17_SHA256
+    probe = [json.loads(line) for line in NAMES17_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert Counter((r["lang"], r["label"]) for r in probe) == {
+        (lang, label): 20 for lang in LANGUAGES for label in ("benign", "deepfake_impersonation")}
+    assert all(NAME_TOKEN in _words(r["text"], name_token=True) for r in probe)
+    trained = {normalize(r["text"]) for r in build_prompt_set()}
+    assert not {normalize(r["text"]) for r in probe} & trained
+
+
+def test_seventeenth_round_seeds_are_committed_but_not_read():
+    """seeds17{s,t,u}: three authors, per language 40 benign cores naming a listed public figure, 15 deepfakes and 10
+    election/news fakes; well-formed for `load_later_round` once a round adds them, and not in today's build."""
+    import json
+
+    from incasa.safety.classifier import NAME_TOKEN, _words
+    from incasa.safety.promptset import DATA_DIR, LATER_ROUNDS
+
+    assert not {"17s", "17t", "17u"} & set(LATER_ROUNDS)
+    built = {normalize(r["text"]) for r in build_prompt_set()}
+    for letter in "stu":
+        for lang in LANGUAGES:
+            seeds = json.loads((DATA_DIR / f"seeds17{letter}_{lang}.json").read_text(encoding="utf-8"))
+            assert seeds["lang"] == lang and {k: len(v) for k, v in seeds.items() if k != "lang"} == {
+                "benign_tricky": 40, "deepfake_impersonation": 15, "election_news_manipulation": 10}
+            assert all(NAME_TOKEN in _words(core, name_token=True) for core in seeds["benign_tricky"]), (letter, lang)
+            assert not {normalize(c) for c in seeds["benign_tricky"]} & built
 
 
 def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
