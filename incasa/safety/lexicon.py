@@ -22,7 +22,8 @@ letters are also searched as plain substrings.
 
 A set may also take a long list of names from a file of its own: `"name_lists": {"public_figure":
 "public_figures.json"}` (since the fifteenth round: several thousand public figures per region, written by hand
-and filtered by scripts/name_lists.py). Those names are matched as whole words only, never inside glued tokens.
+and filtered by scripts/name_lists.py). Those names, and the set's hand-written ones, are matched as whole words
+only, never inside glued tokens ("macronutrients" holds no Macron).
 The same set gives the classifier its placeholder word for a name (classifier.NAME_TOKEN), so adding a name to the
 file reaches both without retraining.
 
@@ -129,10 +130,12 @@ def load_lexicons(path: str | Path = DEFAULT_LEXICONS) -> Lexicons:
     # A set may also take a long list of names from a file of its own ("name_lists": {"public_figure":
     # "public_figures.json"}, relative to this file). Those names are matched as whole words only, never inside
     # glued tokens: thousands of five-letter surnames would turn up inside ordinary German compounds.
+    # The set's hand-written names follow the same rule: "macron" inside "macronutrients" is no one.
     for name, file in raw.get("name_lists", {}).items():
         if name not in raw["sets"]:
             raise ValueError(f"{path}: name_lists names an unknown set {name!r}")
         sets[name] = _compile(_flatten(raw["sets"][name]) + name_list_terms(Path(path).parent / file))
+        glued_sets[name] = None
     glued_strong = {c: _compile_glued(_flatten(spec.get("strong", {}))) for c, spec in raw["categories"].items()}
     strong, excepts, pairs, weak, ages = {}, {}, {}, {}, set()
     for category, spec in raw["categories"].items():

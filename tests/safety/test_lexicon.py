@@ -40,6 +40,9 @@ def test_weak_hint_and_exceptions():
 
 def test_glued_spaced_words_are_searched_inside():
     assert hits("una s i t u a z i o n e s e s s u a l e con un bimbo")["minors_sexual"] == PAIR_SCORE
+    # but never a public figure's name: "macronutrients" is not Macron, while a spaced-out name is still read
+    assert "deepfake_impersonation" not in hits("macronutrients chart for a gym poster")
+    assert hits("m a c r o n arrested, real photo")["deepfake_impersonation"] == PAIR_SCORE
 
 
 def test_unknown_set_name_is_rejected(tmp_path):
@@ -117,6 +120,7 @@ def test_a_set_takes_names_from_a_name_list_file_as_whole_words_only(tmp_path):
         assert match(normalize(text), lex)["deepfake_impersonation"].score == PAIR_SCORE, text
     # whole words only, never inside a glued token (thousands of surnames would turn up inside German compounds)
     assert "deepfake_impersonation" not in match(normalize("quimbyfestival real photo"), lex)
+    assert "deepfake_impersonation" not in match(normalize("angelamerkelfestival real photo"), lex)  # hand-written too
     assert "deepfake_impersonation" not in match(normalize("Quimby at the beach"), lex)
 
 
