@@ -100,6 +100,7 @@ CV_REPEATS = 3
 DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
 DEFAULT_NAME_TOKEN = True  # public figures' names as one word (`features`; the fifteenth round)
 DEFAULT_ORG_TOKEN = False  # organisations' names as one word (`features`; tried in the sixteenth round)
+DEFAULT_FRESH_WEIGHT = 1.0  # the weight of the fresh sets' rows in training (`fresh_weights`; the eighteenth round)
 HIDDEN_UNITS = 32  # the blend's hidden layer: (F, 32) float16 is ~7 MB for ~110,000 features
 
 
@@ -271,11 +272,26 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> ClassifierModel:
     )
 
 
+def fresh_weights(rows: list[dict], fresh_weight: float) -> np.ndarray:
+    """(N,) training weights: `fresh_weight` for a row of a fresh set (one independent author's prompt), 1 otherwise.
+
+    The fresh sets are the only training prompts written the way a new author writes them (one prompt, one row, no
+    template frames); the seeds give five rows per core. Weighting them up was measured leaving one author out at a
+    time in the eighteenth round (data/README.md).
+    """
+    if fresh_weight <= 0:
+        raise ValueError(f"fresh_weight must be positive, got {fresh_weight}")
+    return np.array([fresh_weight if fresh_set_of(r) is not None else 1.0 for r in rows])
+
+
 def train(
     texts: list[str], labels: list[str], *, c: float = 20.0, min_df: int = 2, seed: int = 0,
     class_weight: str | None = "balanced", name_token: bool = False, org_token: bool = False,
+    sample_weight: np.ndarray | None = None,
 ):
-    """Fit TF-IDF + logistic regression with scikit-learn; returns (ClassifierModel, fitted sklearn pipeline)."""
+    """Fit TF-IDF + logistic regression with scikit-learn; returns (ClassifierModel, fitted sklearn pipeline).
+
+    sample_weight: (N,) per-row weights (multiplied with the balanced class weights), or None for all 1."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -286,7 +302,8 @@ def train(
     regression = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight, random_state=seed)
     # One BLAS thread: the problem is small, and spinning thread pools crawl on a machine that is busy training.
     with threadpool_limits(1):
-        pipeline = make_pipeline(vectorizer, regression).fit(texts, labels)
+        pipeline = make_pipeline(vectorizer, regression)
+        pipeline.fit(texts, labels, logisticregression__sample_weight=sample_weight)
     model = ClassifierModel(
         classes=tuple(str(k) for k in regression.classes_),
         vocabulary={g: int(i) for g, i in vectorizer.vocabulary_.items()},
@@ -375,13 +392,16 @@ def predict_proba_batch(model: ClassifierModel, matrix) -> np.ndarray:
 
 def _fit_predict(
     kind: str, fit_texts: list[str], fit_labels: list[str], val_texts: list[str], c: float, seed: int,
-    name_token: bool, org_token: bool,
+    name_token: bool, org_token: bool, fit_weights: np.ndarray | None = None,
 ):
     """Out-of-fold probabilities (columns in sorted class order) of a model of `kind` fitted on the fit rows."""
     if kind == "linear":
-        _, pipeline = train(fit_texts, fit_labels, c=c, name_token=name_token, org_token=org_token)
+        _, pipeline = train(fit_texts, fit_labels, c=c, name_token=name_token, org_token=org_token,
+                            sample_weight=fit_weights)
         return list(pipeline.classes_), pipeline.predict_proba(val_texts)
     if kind == "blend":
+        if fit_weights is not None and np.any(fit_weights != 1.0):
+            raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
         model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
         return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
     raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
@@ -389,7 +409,7 @@ def _fit_predict(
 
 def cross_validated_thresholds(
     rows: list[dict], *, c: float = 20.0, folds: int = 5, max_fp: float = 0.01, repeats: int = CV_REPEATS,
-    kind: str = "linear", name_token: bool = False, org_token: bool = False,
+    kind: str = "linear", name_token: bool = False, org_token: bool = False, fresh_weight: float = 1.0,
 ) -> dict:
     """Choose each unsafe class's blocking threshold on P(class) without looking at the test split.
 
@@ -399,13 +419,15 @@ def cross_validated_thresholds(
     GroupKFold deals them, then shuffled by seed), and each prompt's out-of-fold probabilities are averaged. Each of
     the K unsafe classes gets the lowest threshold at which at most max_fp / K of the benign prompts reach it out of
     fold, so that all of them together (union bound) flag at most max_fp of benign prompts; and at least
-    MIN_THRESHOLD (0.7). `kind` is the model fitted in each fold: "linear" (`train`) or "blend" (`train_blend`).
+    MIN_THRESHOLD (0.7). `kind` is the model fitted in each fold: "linear" (`train`) or "blend" (`train_blend`);
+    each fold's fit weighs the fresh sets' rows by `fresh_weight` (`fresh_weights`), as the final fit does.
     """
     from sklearn.model_selection import GroupKFold
 
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] for r in rows])
     groups = [r["core"] for r in rows]
+    weights = fresh_weights(rows, fresh_weight)  # (N,)
     classes = sorted(set(labels))
     probs = np.zeros((len(rows), len(classes)))  # (N, C) out of fold, summed over the repeats
     for repeat in range(repeats):
@@ -413,7 +435,7 @@ def cross_validated_thresholds(
         for fold, (fit_idx, val_idx) in enumerate(splitter.split(texts, labels, groups)):
             fold_classes, fold_probs = _fit_predict(
                 kind, [texts[i] for i in fit_idx], list(labels[fit_idx]), [texts[i] for i in val_idx], c,
-                seed=repeat * folds + fold, name_token=name_token, org_token=org_token,
+                seed=repeat * folds + fold, name_token=name_token, org_token=org_token, fit_weights=weights[fit_idx],
             )
             assert fold_classes == classes, "every fold must see every class"
             probs[val_idx] += fold_probs
@@ -457,15 +479,22 @@ def thresholds_from_scores(
 def train_on_prompt_set(
     rows: list[dict], out_path: str | Path = DEFAULT_MODEL, *, c: float = 20.0, kind: str = DEFAULT_KIND,
     name_token: bool = DEFAULT_NAME_TOKEN, org_token: bool = DEFAULT_ORG_TOKEN,
+    fresh_weight: float = DEFAULT_FRESH_WEIGHT,
 ) -> tuple[ClassifierModel, dict]:
     """Fit on the rows whose split is "train" (see promptset.py), pick the thresholds by grouped CV, save."""
     train_rows = [r for r in rows if r["split"] == "train"]
     if not train_rows:
         raise ValueError("the prompt set has no 'train' rows")
-    cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token, org_token=org_token)
+    cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token, org_token=org_token,
+                                    fresh_weight=fresh_weight)
     texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
-    fit = train if kind == "linear" else train_blend
-    model, _ = fit(texts, labels, c=c, name_token=name_token, org_token=org_token)
+    if kind == "linear":
+        weights = fresh_weights(train_rows, fresh_weight)
+        model, _ = train(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
+    else:
+        if fresh_weight != 1.0:
+            raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
+        model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     _training_words.cache_clear()

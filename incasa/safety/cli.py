@@ -125,8 +125,8 @@ def check_image_cmd(
 
 @app.command(
     help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh18 (training data since "
-         "round 11; fresh19-fresh22 stay held out) and other projects' docstrings (benign non-prompt text), and "
-         "retrain the prompt classifier (~16 min on one core).",
+         "round 11; fresh19-fresh24 and the names17 probe stay held out) and other projects' docstrings (benign "
+         "non-prompt text), and retrain the prompt classifier (~16 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),
@@ -144,18 +144,27 @@ def train(
         "as one placeholder word too. Measured in the sixteenth round (data/README.md): 1.3 points less red-team "
         "blocked on two sealed sets, so off by default."
     ),
+    fresh_weight: float = typer.Option(
+        None, min=0.01, help="Weight of the fresh sets' rows (independent authors' prompts, one row each) against the "
+        "seeds' five rows per core; default: the shipped classifier's (classifier.DEFAULT_FRESH_WEIGHT). Measured "
+        "leaving one author out at a time in the eighteenth round (data/README.md)."
+    ),
 ) -> None:
-    from incasa.safety.classifier import DEFAULT_MODEL, train_on_prompt_set
+    from incasa.safety.classifier import DEFAULT_FRESH_WEIGHT, DEFAULT_MODEL, train_on_prompt_set
     from incasa.safety.promptset import build_prompt_set
 
     if kind not in ("linear", "blend"):
         raise typer.BadParameter(f"must be linear or blend, got {kind!r}", param_hint="--kind")
+    fresh_weight = DEFAULT_FRESH_WEIGHT if fresh_weight is None else fresh_weight
+    if kind == "blend" and fresh_weight != 1.0:
+        raise typer.BadParameter("the blend kind trains without row weights; use --fresh-weight 1", param_hint="--kind")
     out = out or DEFAULT_MODEL
     if not out.parent.is_dir():
         raise typer.BadParameter(f"no folder {out.parent}", param_hint="--out")
     rows = build_prompt_set()
     typer.echo(f"built {len(rows)} prompts ({sum(r['split'] == 'train' for r in rows)} train)")
-    model, cv = train_on_prompt_set(rows, out, c=c, kind=kind, name_token=names, org_token=orgs)
+    model, cv = train_on_prompt_set(rows, out, c=c, kind=kind, name_token=names, org_token=orgs,
+                                    fresh_weight=fresh_weight)
     typer.echo(f"classifier ({kind}): {len(model.vocabulary)} features, {len(model.classes)} classes -> {out}")
     typer.echo(
         f"grouped 5-fold CV on the train split: per-category thresholds "

@@ -10,6 +10,7 @@ from incasa.safety.classifier import (
     MIN_THRESHOLD,
     cross_validated_thresholds,
     features,
+    fresh_weights,
     load_model,
     predict_proba_batch,
     save_model,
@@ -148,6 +149,29 @@ def test_unknown_kind_is_refused():
     rows = [r for r in load_prompt_set() if r["split"] == "train" and r["lang"] == "en" and r["obfuscation"] is None]
     with pytest.raises(ValueError, match="unknown classifier kind"):
         cross_validated_thresholds(rows, folds=3, kind="forest")
+
+
+def test_row_weights_pull_the_model_towards_the_weighted_rows(small):
+    """`fresh_weights`: a fresh set's row weighs `fresh_weight`, a seed's row 1; `train` with all-one weights is the
+    unweighted fit, and weighting some rows up raises the probability the model gives their own labels."""
+    rows = [{"core": "benign_tricky/fresh8.3"}, {"core": "self_harm/p4"}, {"core": "benign/fresh21.40"}]
+    assert fresh_weights(rows, 3.0).tolist() == [3.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="positive"):
+        fresh_weights(rows, 0.0)
+    texts, labels, model, pipeline = small
+    same, _ = train(texts, labels, sample_weight=np.ones(len(texts)))
+    np.testing.assert_allclose(same.coef, model.coef, atol=1e-8)
+    heavy_rows = list(range(0, len(texts), 10))  # every tenth prompt, weighted 20
+    weights = np.ones(len(texts))
+    weights[heavy_rows] = 20.0
+    _, heavy = train(texts, labels, sample_weight=weights)
+
+    def own_label_probability(fitted) -> float:
+        probs = fitted.predict_proba([texts[i] for i in heavy_rows])  # (R, C)
+        columns = [list(fitted.classes_).index(labels[i]) for i in heavy_rows]
+        return float(np.mean(probs[np.arange(len(heavy_rows)), columns]))
+
+    assert own_label_probability(heavy) > own_label_probability(pipeline) + 0.01
 
 
 def test_a_model_records_the_fresh_sets_it_was_trained_on(tmp_path):

@@ -77,6 +77,14 @@ def test_verify_rejects_non_images(env):
     assert result.exit_code == 1 and "does not exist" in result.output
 
 
+def test_train_refuses_bad_options_before_any_work(env):
+    for args, words in ((["--fresh-weight", "0"], "0.01"), (["--kind", "blend", "--fresh-weight", "3"], "row weights"),
+                        (["--kind", "deep"], "linear or blend")):
+        result = runner.invoke(app, ["safety", "train", "--out", str(env / "m.safetensors"), *args])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, args
+        assert not (env / "m.safetensors").exists()
+
+
 def test_help_mentions_every_command():
     for group, commands in {
         "safety": ["check", "check-image", "train", "prompts"],
