@@ -100,7 +100,7 @@ CV_REPEATS = 3
 DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
 DEFAULT_NAME_TOKEN = True  # public figures' names as one word (`features`; the fifteenth round)
 DEFAULT_ORG_TOKEN = False  # organisations' names as one word (`features`; tried in the sixteenth round)
-DEFAULT_FRESH_WEIGHT = 1.0  # the weight of the fresh sets' rows in training (`fresh_weights`; the eighteenth round)
+DEFAULT_FRESH_WEIGHT = 3.0  # the weight of the fresh sets' rows in training (`fresh_weights`; the eighteenth round)
 HIDDEN_UNITS = 32  # the blend's hidden layer: (F, 32) float16 is ~7 MB for ~110,000 features
 
 

@@ -79,11 +79,12 @@ training data like the ten before them. The thirteenth round's seeds (`seeds13{o
 
 Fifteenth round: those seeds are read, fresh13-fresh18 (six more authors, sealed during rounds 12-14) are training
 data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' docstrings, data/nonprompt_en.json).
-`HELD_OUT_FRESH_FILES` (fresh19-fresh24: six more authors, sealed during rounds 15-17 and scored once each) and the
-names probe (`NAMES17_FILE`) are never part of this build (a test checks it): with the held-out split they are what a
-trained classifier has not seen. The seventeenth round's seeds (`seeds17{s,t,u}`: three authors on the boundary
-between a legitimate mention of a public figure and a deepfake) are committed but not read: the round's candidate
-missed its rule (data/README.md, "Seventeenth round").
+Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
+three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
+that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh26: four more authors, sealed during rounds 17 and
+18 and scored once each) and the names probe (`NAMES17_FILE`) are never part of this build (a test checks it): with
+the held-out split they are what a trained classifier has not seen.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -120,7 +121,7 @@ FRESH_FILES = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "fresh2_eval.jsonl", DA
                DATA_DIR / "fresh7_eval.jsonl", DATA_DIR / "fresh8_eval.jsonl",
                DATA_DIR / "fresh9_eval.jsonl", DATA_DIR / "fresh10_eval.jsonl",
                DATA_DIR / "fresh11_eval.jsonl", DATA_DIR / "fresh12_eval.jsonl",
-               *(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16, 17, 18)))
+               *(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (13, 14, 15, 16, 17, 18, 19, 20, 21, 22)))
 FRESH2_SHA256 = "70bc390a7e5cc8f826c23dac90319fbe2deaebbf46f88c306aac79b898a13aaa"
 FRESH3_SHA256 = "a540ece1943b43dbbda93e055ed9af7b0708be3e767d431d978b158cc0346c33"
 # written by someone who never saw the data, lexicons or classifier; sealed until the fourth round was finished
@@ -151,20 +152,24 @@ FRESH15_SHA256 = "dc3bd1131c3e4996cd43a092ccea5bcaae2dc3472d30f430fbbbf749e7e564
 FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f3b"
 FRESH17_SHA256 = "97c179d06b76df2413999d17f3fa77d0c084aff91f1fb391a4bb9c9f3096da61"
 FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef39"
-# Held out: two sets by two more independent authors sealed while the fifteenth round was made (fresh19, fresh20;
-# scored once by the shipped classifier, the round's candidate and its information-only arms), and two sealed while
-# the sixteenth was made (fresh21, fresh22; scored once by the shipped classifier and the round's candidate and arm,
-# neither shipped). Unlike FRESH_FILES they are NOT training data: they are the held-out measure of a new author
-# until a later round, with new sealed sets, folds them in.
+# Two sets by two more independent authors sealed while the fifteenth round was made (fresh19, fresh20; scored once by
+# the shipped classifier, the round's candidate and its information-only arms), and two sealed while the sixteenth
+# was made (fresh21, fresh22; scored once by the shipped classifier and the round's candidate and arm, neither
+# shipped): held out until the eighteenth round made them training data. The held-out ones (HELD_OUT_FRESH_FILES)
+# are NOT training data: they are the held-out measure of a new author until a later round folds them in.
 # fresh23 and fresh24 were sealed while the seventeenth round was made (scored once by the shipped classifier, the
-# round's candidate and its information-only arm; the candidate was not shipped).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (19, 20, 21, 22, 23, 24))
+# round's candidate and its information-only arm; the candidate was not shipped), fresh25 and fresh26 while the
+# eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's). fresh19-
+# fresh22 are training data since the eighteenth round.
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (23, 24, 25, 26))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
 FRESH22_SHA256 = "ff33ee45f11fc392079e06bcfd378ad2339f4c3b64fbdec79b432b16a060af66"
 FRESH23_SHA256 = "98244e6d1c340f6f09e8dc076ff75d0b16455f384aa1283afdd055c2dc795693"
 FRESH24_SHA256 = "3019fb99d455b6a056e9ecb0200e98a1fff07d4ff6dcd459ba617d5287586005"
+FRESH25_SHA256 = "a45a3710e0618730147e328f67ad3a549f2677425e4f3cc255491cfa6d044498"
+FRESH26_SHA256 = "12a26e0250d6ddc8db04af6089e1a14b18fd9804c0618c52ae06a7cdd609d402"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
@@ -250,12 +255,13 @@ def load_round4(data_dir: Path = DATA_DIR) -> dict[str, dict]:
 # ("self_harm/s3") so that every round's rows can be told apart.
 # The eleventh round is nine authors' files ("11a".."11i") and the lead's small benign batch ("11j"), lettered
 # "ka".."kj" (k, the eleventh letter; "d" alone is the third round's).
-# Not read: the seventeenth round's seeds17{s,t,u} (their candidate missed the round's rule); a later round that reads
-# them adds "17s": "ns", "17t": "nt", "17u": "nu".
+# The seventeenth round's seeds17{s,t,u} (three authors on the boundary between naming a public figure and faking one)
+# were committed unread when their candidate missed that round's rule, and are read since the eighteenth, "ns".."nu".
 LATER_ROUNDS = {"5": "p", "6": "s", "7": "v", "11a": "ka", "11b": "kb", "11c": "kc", "11d": "kd", "11e": "ke",
                 "11f": "kf", "11g": "kg", "11h": "kh", "11i": "ki", "11j": "kj",
                 "12k": "lk", "12l": "ll", "12m": "lm", "12n": "ln",
-                "13o": "mo", "13p": "mp", "13q": "mq", "13r": "mr"}
+                "13o": "mo", "13p": "mp", "13q": "mq", "13r": "mr",
+                "17s": "ns", "17t": "nt", "17u": "nu"}
 
 
 def load_later_round(name: str | int, data_dir: Path = DATA_DIR) -> dict[str, dict]:

@@ -115,6 +115,7 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
                                          FRESH7_SHA256, FRESH8_SHA256, FRESH9_SHA256, FRESH10_SHA256,
                                          FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
                                          FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
+                                         FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
                                          FRESH_FILES, fresh_set_of)
 
     assert hashlib.sha256(FRESH_FILES[1].read_bytes()).hexdigest() == FRESH2_SHA256
@@ -129,7 +130,8 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
     assert hashlib.sha256(FRESH_FILES[10].read_bytes()).hexdigest() == FRESH11_SHA256
     assert hashlib.sha256(FRESH_FILES[11].read_bytes()).hexdigest() == FRESH12_SHA256
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in FRESH_FILES[12:]] == [  # since the fifteenth round
-        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256]
+        FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
+        FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256]  # and these since the eighteenth
     rows = build_prompt_set()
     built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
     cores = defaultdict(set)
@@ -141,42 +143,33 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
         name = path.name.removesuffix("_eval.jsonl")
         for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
             expected[(name, r["lang"], r["label"], r["text"], "train")] += 1
-    assert built == expected and sum(expected.values()) == 10180  # every fresh prompt once, as a training row
+    assert built == expected and sum(expected.values()) == 12780  # every fresh prompt once, as a training row
     assert set(map(len, cores.values())) == {len(LANGUAGES)}  # one core = that number in all five languages
     # and no held-out concept equals a fresh prompt, so the held-out report stays held out
     test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
     assert not test & {normalize(key[3]) for key in expected}
 
 
-def test_sealed_sets_of_rounds_15_to_17_are_frozen_and_never_trained_on():
-    """fresh19-fresh24 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
-    row of the prompt set comes from them. Forty-three of their prompts came out equal (after normalisation) to a
-    training prompt written independently, all benign ones; they were scored as they are, and exactly these are
-    allowed."""
+def test_sealed_sets_of_rounds_17_and_18_are_frozen_and_never_trained_on():
+    """fresh23-fresh26 (`HELD_OUT_FRESH_FILES`) never change, have the fresh sets' shape, and are not in the build: no
+    row of the prompt set comes from them. Fourteen of their prompts came out equal (after normalisation) to a
+    training prompt written independently (thirteen benign, one mass-harm); they were scored as they are, and exactly
+    these are allowed."""
     import hashlib
     import json
 
-    from incasa.safety.promptset import (FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
-                                         FRESH23_SHA256, FRESH24_SHA256, HELD_OUT_FRESH_FILES)
+    from incasa.safety.promptset import (FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256,
+                                         HELD_OUT_FRESH_FILES)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
-        FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256, FRESH23_SHA256, FRESH24_SHA256]
+        FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(19, 25)}
+    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(23, 27)}
     trained = {normalize(r["text"]) for r in rows}
-    known = {"fresh19-de-benign-50", "fresh19-de-benign-8", "fresh19-en-benign-36", "fresh19-en-benign-40",
-             "fresh19-es-benign-30", "fresh19-es-benign-45", "fresh19-es-benign-5", "fresh19-fr-benign-13",
-             "fresh19-fr-benign-37", "fresh19-it-benign-40",
-             "fresh20-de-benign-36", "fresh20-de-benign-7", "fresh20-es-benign-11", "fresh20-es-benign-3",
-             "fresh20-es-benign-37", "fresh20-fr-benign-47", "fresh20-fr-benign-8",
-             "fresh21-de-benign-13", "fresh21-de-benign-14", "fresh21-de-benign-37", "fresh21-de-benign-48",
-             "fresh21-en-benign-41", "fresh21-es-benign-15", "fresh21-fr-benign-13", "fresh21-fr-benign-37",
-             "fresh21-it-benign-36", "fresh21-it-benign-38", "fresh21-it-benign-45",
-             "fresh22-de-benign-15", "fresh22-de-benign-38", "fresh22-de-benign-7", "fresh22-es-benign-6",
-             "fresh22-fr-benign-23", "fresh22-fr-benign-31", "fresh22-fr-benign-46", "fresh22-fr-benign-47",
-             "fresh22-it-benign-29",
-             "fresh23-de-benign-12", "fresh23-de-benign-20", "fresh23-de-benign-6", "fresh23-fr-benign-17",
-             "fresh23-fr-benign-5", "fresh24-de-benign-36"}
+    known = {"fresh23-de-benign-12", "fresh23-de-benign-20", "fresh23-de-benign-6", "fresh23-fr-benign-17",
+             "fresh23-fr-benign-5", "fresh24-de-benign-32", "fresh24-de-benign-36",
+             "fresh26-de-benign-10", "fresh26-de-benign-42", "fresh26-de-benign-44", "fresh26-de-mass_harm_weapons-5",
+             "fresh26-en-benign-18", "fresh26-es-benign-40", "fresh26-fr-benign-49"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
@@ -203,23 +196,23 @@ def test_names_probe_is_frozen_and_never_trained_on():
     assert not {normalize(r["text"]) for r in probe} & trained
 
 
-def test_seventeenth_round_seeds_are_committed_but_not_read():
+def test_seventeenth_round_seeds_are_read_since_round_18():
     """seeds17{s,t,u}: three authors, per language 40 benign cores naming a listed public figure, 15 deepfakes and 10
-    election/news fakes; well-formed for `load_later_round` once a round adds them, and not in today's build."""
+    election/news fakes; every benign core names someone on the list; five training rows per core since round 18."""
     import json
 
     from incasa.safety.classifier import NAME_TOKEN, _words
     from incasa.safety.promptset import DATA_DIR, LATER_ROUNDS
 
-    assert not {"17s", "17t", "17u"} & set(LATER_ROUNDS)
-    built = {normalize(r["text"]) for r in build_prompt_set()}
+    assert {"17s": "ns", "17t": "nt", "17u": "nu"}.items() <= LATER_ROUNDS.items()
+    rows = [r for r in build_prompt_set() if r["core"].split("/")[1][:2] in ("ns", "nt", "nu")]
+    assert len(rows) == 3 * 5 * 65 * 5 and all(r["split"] == "train" for r in rows)
     for letter in "stu":
         for lang in LANGUAGES:
             seeds = json.loads((DATA_DIR / f"seeds17{letter}_{lang}.json").read_text(encoding="utf-8"))
             assert seeds["lang"] == lang and {k: len(v) for k, v in seeds.items() if k != "lang"} == {
                 "benign_tricky": 40, "deepfake_impersonation": 15, "election_news_manipulation": 10}
             assert all(NAME_TOKEN in _words(core, name_token=True) for core in seeds["benign_tricky"]), (letter, lang)
-            assert not {normalize(c) for c in seeds["benign_tricky"]} & built
 
 
 def test_fourth_round_is_new_concepts_in_every_language_and_training_only():
