@@ -124,9 +124,10 @@ def check_image_cmd(
 
 
 @app.command(
-    help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh18 (training data since "
-         "round 11; fresh19-fresh24 and the names17 probe stay held out) and other projects' docstrings (benign "
-         "non-prompt text), and retrain the prompt classifier (~16 min on one core).",
+    help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh22 (training data since "
+         "round 11, their rows weighted by --fresh-weight; fresh23-fresh26 and the names17 probe stay held out) and "
+         "other projects' docstrings (benign non-prompt text), and retrain the prompt classifier (~15 min on one "
+         "core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),

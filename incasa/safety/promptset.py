@@ -152,15 +152,14 @@ FRESH15_SHA256 = "dc3bd1131c3e4996cd43a092ccea5bcaae2dc3472d30f430fbbbf749e7e564
 FRESH16_SHA256 = "778109699426d2f826941660dbcfedb3575975d231f0ea043d4ea49779382f3b"
 FRESH17_SHA256 = "97c179d06b76df2413999d17f3fa77d0c084aff91f1fb391a4bb9c9f3096da61"
 FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef39"
-# Two sets by two more independent authors sealed while the fifteenth round was made (fresh19, fresh20; scored once by
-# the shipped classifier, the round's candidate and its information-only arms), and two sealed while the sixteenth
-# was made (fresh21, fresh22; scored once by the shipped classifier and the round's candidate and arm, neither
-# shipped): held out until the eighteenth round made them training data. The held-out ones (HELD_OUT_FRESH_FILES)
-# are NOT training data: they are the held-out measure of a new author until a later round folds them in.
-# fresh23 and fresh24 were sealed while the seventeenth round was made (scored once by the shipped classifier, the
-# round's candidate and its information-only arm; the candidate was not shipped), fresh25 and fresh26 while the
-# eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's). fresh19-
-# fresh22 are training data since the eighteenth round.
+# fresh19-fresh22: two sets by two more independent authors sealed while the fifteenth round was made (scored once by
+# the shipped classifier, the round's candidate and its information-only arms) and two sealed while the sixteenth was
+# made (scored once by the shipped classifier and the round's candidate and arm, neither shipped); held out until the
+# eighteenth round made them training data (FRESH_FILES).
+# Held out (HELD_OUT_FRESH_FILES, NOT training data: the measure of a new author until a later round folds them in):
+# fresh23 and fresh24, sealed while the seventeenth round was made (scored once by the shipped classifier, the
+# round's candidate and its information-only arm; the candidate was not shipped), and fresh25 and fresh26, sealed
+# while the eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's).
 HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (23, 24, 25, 26))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
