@@ -71,7 +71,8 @@ institutions, parties; `org_token=True`, `incasa safety train --orgs`): +4 point
 -1.3 overall on two sealed sets, so it is off by default.
 The eighteenth round weighs each fresh set's row three times a seed's (`fresh_weights`, DEFAULT_FRESH_WEIGHT): the
 fresh sets are written as a new author writes, one row per prompt, while a seed core gives five rows. Chosen by
-leaving one author out at a time (+1.5 points over weight 1 on ten authors) and confirmed on two new sealed sets.
+leaving one author out at a time (+1.7 points over weight 1 on the same rows, ten authors) and confirmed on two new
+sealed sets.
 
 Only training needs scikit-learn (and torch, for the blend). The saved model holds the vocabulary, the IDF
 weights, and the coefficient matrix; `ClassifierModel.predict_proba` reproduces scikit-learn's transform + softmax
