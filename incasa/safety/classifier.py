@@ -404,8 +404,6 @@ def _fit_predict(
                             sample_weight=fit_weights)
         return list(pipeline.classes_), pipeline.predict_proba(val_texts)
     if kind == "blend":
-        if fit_weights is not None and np.any(fit_weights != 1.0):
-            raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
         model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
         return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
     raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
@@ -428,6 +426,8 @@ def cross_validated_thresholds(
     """
     from sklearn.model_selection import GroupKFold
 
+    if kind == "blend" and fresh_weight != 1.0:  # before any fit; train_on_prompt_set comes through here first
+        raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] for r in rows])
     groups = [r["core"] for r in rows]
@@ -495,9 +495,7 @@ def train_on_prompt_set(
     if kind == "linear":
         weights = fresh_weights(train_rows, fresh_weight)
         model, _ = train(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
-    else:
-        if fresh_weight != 1.0:
-            raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
+    else:  # the blend takes no row weights (refused above, in cross_validated_thresholds)
         model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
