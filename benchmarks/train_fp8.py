@@ -17,6 +17,11 @@ Part 2, a short real run: --curve-steps AdamW steps of every arm from the same i
 of a procedural, learnable data set (a fixed smooth latent per "prompt", prompts as fixed random text features),
 at a smaller --curve-image-tokens so it stays short; losses overlaid in a PNG.
 
+Text mask: none by default (every text token real, as FLUX trains: padding tokens are attended), so SDPA runs its
+flash kernels; --text-mask passes an all-true [B, L] mask instead, which is what incasa's trainer passes for a padded
+batch and which forces the slower memory-efficient kernel (stop 18's 305 ms bf16 step at the defaults was measured
+that way). --profile writes each arm's kernel table (one step) beside the JSON.
+
 Robustness (GPU.md): cuDNN SDPA is disabled (it failed in backward at 4 x 4,608 tokens, surfacing later as an
 unrelated-looking CUBLAS error); FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
 with its error while the others still run; results are written after each part. On a machine without CUDA it
@@ -69,12 +74,12 @@ def side(num_tokens: int, patch: int) -> int:
     return s * patch  # latent height = width
 
 
-def synthetic_batch(batch: int, image_tokens: int, text_tokens: int, gen: torch.Generator):
+def synthetic_batch(batch: int, image_tokens: int, text_tokens: int, gen: torch.Generator, text_mask: bool):
     cfg = PRESETS["8b"]
     H = side(image_tokens, cfg.patch_size)
     x0 = torch.randn(batch, cfg.in_channels, H, H, device="cuda", generator=gen)
     cond = {"tokens": torch.randn(batch, text_tokens, cfg.text_dim, device="cuda", generator=gen),
-            "mask": torch.ones(batch, text_tokens, dtype=torch.bool, device="cuda"),
+            "mask": torch.ones(batch, text_tokens, dtype=torch.bool, device="cuda") if text_mask else None,
             "pooled": torch.randn(batch, cfg.text_dim, device="cuda", generator=gen)}
     return x0, cond
 
@@ -90,7 +95,7 @@ def speed(args, arm: str) -> dict:
     model = build(args, arm)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     gen = torch.Generator("cuda").manual_seed(0)
-    x0, cond = synthetic_batch(args.batch, args.image_tokens, args.text_tokens, gen)
+    x0, cond = synthetic_batch(args.batch, args.image_tokens, args.text_tokens, gen, args.text_mask)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     for _ in range(args.warmup):
@@ -110,6 +115,13 @@ def speed(args, arm: str) -> dict:
         c.record()
     torch.cuda.synchronize()
     fb = sorted(a.elapsed_time(b) for a, b, _ in ev)
+    if args.profile:  # where one step's time goes, by kernel
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            step_fn(model, x0, cond, args.image_tokens, gen)
+            torch.cuda.synchronize()
+        table_txt = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90)
+        (RESULTS / f"{args.name}_profile_{arm}.txt").write_text(table_txt)
+        opt.zero_grad(set_to_none=True)
     op = sorted(b.elapsed_time(c) for _, b, c in ev)
     n_params = sum(p.numel() for p in model.parameters())
     n_fp8 = sum(type(m).__name__ == "Float8Linear" for m in model.modules())
@@ -139,8 +151,8 @@ def curve(args, arm: str, data) -> list[float]:
     losses = []
     for step in range(args.curve_steps):
         idx = torch.randint(0, latents.shape[0], (args.curve_batch,), device="cuda", generator=gen)
-        cond = {"tokens": tokens[idx], "mask": torch.ones(idx.shape[0], tokens.shape[1], dtype=torch.bool,
-                                                          device="cuda"), "pooled": tokens[idx].mean(1)}
+        mask = torch.ones(idx.shape[0], tokens.shape[1], dtype=torch.bool, device="cuda") if args.text_mask else None
+        cond = {"tokens": tokens[idx], "mask": mask, "pooled": tokens[idx].mean(1)}
         loss = step_fn(model, latents[idx], cond, args.curve_image_tokens, gen)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -223,6 +235,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the default mode)")
+    ap.add_argument("--text-mask", action="store_true",
+                    help="pass an all-true text mask (memory-efficient SDPA) instead of none (flash SDPA)")
+    ap.add_argument("--profile", action="store_true", help="write each arm's kernel table (one step) beside the JSON")
     ap.add_argument("--no-speed", dest="speed", action="store_false", help="skip part 1 (only the loss curves)")
     ap.add_argument("--curve-steps", type=int, default=200, help="0 skips part 2")
     ap.add_argument("--curve-batch", type=int, default=8)

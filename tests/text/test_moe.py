@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from incasa.nn.moe import MoE, MoEConfig, expert_mm, grouped_mm_works, sequence_balance_loss, update_balance_bias
+from incasa.nn.moe import (MoE, MoEConfig, dispatch_rows, expert_mm, grouped_mm_works, sequence_balance_loss,
+                           update_balance_bias)
 
 
 def _layer(**kw):
@@ -65,6 +66,35 @@ def test_grouped_mm_equals_the_reference_loop_forward_and_backward():
     a, b = _layer(dispatch="grouped"), _layer(dispatch="loop")
     xx = torch.randn(3, 7, 16)
     assert torch.allclose(a(xx)[0], b(xx)[0], atol=1e-5)
+
+
+def test_dispatch_rows_forward_and_gradient_equal_plain_indexing():
+    g = torch.Generator().manual_seed(2)
+    N, k, D = 9, 3, 5
+    flat = torch.randint(0, 4, (N * k,), generator=g)
+    order = torch.argsort(flat, stable=True)
+    x = torch.randn(N, D, generator=g, requires_grad=True)
+    up = torch.randn(N * k, D, generator=g)
+    ref = x[order // k]
+    (gx_ref,) = torch.autograd.grad(ref, x, up)
+    out = dispatch_rows(x, order, k)
+    (gx,) = torch.autograd.grad(out, x, up)
+    assert torch.equal(out, ref)
+    assert torch.allclose(gx, gx_ref, atol=1e-6)
+
+
+@pytest.mark.skipif(not grouped_mm_works("cpu", torch.bfloat16), reason="torch._grouped_mm unavailable in bf16 here")
+def test_the_layer_compiles_to_one_graph():
+    # a graph break per layer (bincount's data-dependent size did this) splits the compiled step and syncs the GPU;
+    # bf16 autocast as in GPU training (the compiled grouped mm takes bf16 only)
+    moe = _layer(balance_loss_weight=1e-2, dispatch="grouped")
+
+    def loss(t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return moe(t)[0].float().sum()
+
+    explained = torch._dynamo.explain(loss)(torch.randn(2, 8, 16))
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
 
 
 def test_balance_bias_moves_a_skewed_load_toward_uniform():
