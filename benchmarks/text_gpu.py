@@ -4,12 +4,14 @@ Needs only torch (runs on a bare GPU machine). Three parts, random weights and r
   1. numerics: one MoE layer in bf16, grouped dispatch (torch._grouped_mm) against the per-expert loop --
      forward output and gradients, max abs difference relative to the output scale.
   2. training speed: forward + backward + AdamW step under bf16 autocast for each preset at --seq-len, with the
-     grouped and the loop dispatch (and torch.compile with --compile). MFU = tokens/s x FLOPs per token / peak,
+     grouped and the loop dispatch, in each of --modes: eager, model (the network compiled, the float32 logits and
+     the loss eager, as incasa.text.train did until stop 22) and loss (network and loss compiled as one graph, as
+     incasa.text.train does now). A result row is written as soon as it is measured. MFU = tokens/s x FLOPs per token / peak,
      FLOPs per token = 6 x active non-embedding params + 6 x V x D (tied head) + 12 x depth x seq x D (attention),
      peak = --peak-tflops (bf16 dense; H100/H200 SXM: 989).
   3. decode: greedy KV-cache decoding of --decode-tokens tokens, 1 stream vs --decode-batch streams.
 
-    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8,16] [--compile [--compile-loss]]
+    python benchmarks/text_gpu.py [--presets small,base --seq-len 2048 --batch 8,16] [--modes eager,model,loss]
         [--profile]   # also the top CUDA kernels of one training step of the last setting, as a text table
 """
 
@@ -133,26 +135,25 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", default="8", help="comma-separated batch sizes (sequences per step)")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the compiled rows (default: none)")
-    ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager rows")
-    ap.add_argument("--compile-loss", action="store_true",
-                    help="also a row with the network and the loss compiled as one graph")
+    ap.add_argument("--modes", default="eager",
+                    help="comma-separated: eager | model (network compiled, loss eager) | loss (both, one graph)")
     ap.add_argument("--profile", action="store_true", help="write the kernel table of the last setting beside the JSON")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
-    ap.add_argument("--compile", action="store_true", help="also measure under torch.compile")
     ap.add_argument("--dispatches", default="grouped,loop")
     ap.add_argument("--name", default="text_gpu")
     ap.add_argument("--decode-batch", type=int, default=32)
-    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--decode-tokens", type=int, default=128, help="0: skip the decode part")
     args = ap.parse_args()
+    modes = {"eager": False, "model": True, "loss": "loss"}
+    if bad := [m for m in args.modes.split(",") if m not in modes]:
+        raise SystemExit(f"unknown --modes {bad}; choose from {', '.join(modes)}")
     if not torch.cuda.is_available():
         raise SystemExit("needs CUDA")
     torch.backends.cuda.matmul.allow_tf32 = True
     num = numerics()
     print("numerics grouped vs loop:", num, flush=True)
     rows = []
-    compiled = ([True] if args.only_compiled else [False, True]) if args.compile else [False]
-    if args.compile_loss:
-        compiled.append("loss")
+    compiled = [modes[m] for m in args.modes.split(",")]
     settings = [(preset, int(batch), dispatch, c) for preset in args.presets.split(",")
                 for batch in args.batch.split(",") for dispatch in args.dispatches.split(",") for c in compiled]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -167,10 +168,11 @@ def main() -> None:
             torch.cuda.empty_cache()
             continue
         rows.append(r)
+        write_result(args.name, {"settings": vars(args), "numerics": num, "training": rows})  # a cut-short call keeps it
         print(f"{preset:6s} b={batch:<3d} {dispatch:8s} compile={c!s:5s} {r['step_ms']:8.1f} ms/step "
               f"{r['tokens_per_s']:10.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  {r['peak_memory_gb']:.1f} GB",
               flush=True)
-    dec = decode_speed("small", args.decode_batch, args.decode_tokens)
+    dec = decode_speed("small", args.decode_batch, args.decode_tokens) if args.decode_tokens > 0 else None
     print("decode small bf16:", dec)
     path = write_result(args.name, {"settings": vars(args), "numerics": num, "training": rows, "decode": dec})
     print("wrote", path)

@@ -22,8 +22,9 @@ flash kernels; --text-mask passes an all-true [B, L] mask instead, which is what
 batch and which forces the slower memory-efficient kernel (stop 18's 305 ms bf16 step at the defaults was measured
 that way). --profile writes each arm's kernel table (one step) beside the JSON.
 
-Robustness (GPU.md): cuDNN SDPA is disabled (it failed in backward at 4 x 4,608 tokens, surfacing later as an
-unrelated-looking CUBLAS error); FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
+--sdpa picks the attention kernel for the whole run: flash (default), efficient, or cudnn. GPU.md: cuDNN failed in
+backward at 4 x 4,608 tokens, surfacing later as an unrelated-looking CUBLAS error, so it is opt-in and best run in
+a process of its own; FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
 with its error while the others still run; results are written after each part. On a machine without CUDA it
 prints why and exits 0. Without matplotlib (a bare GPU image), re-plot later from the JSON:
 
@@ -44,6 +45,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -54,6 +56,8 @@ from incasa.image.flow import rf_loss  # noqa: E402
 from incasa.train.parallelize import apply_float8, apply_regional_compile  # noqa: E402
 
 BLOCKS = (DoubleStreamBlock, SingleStreamBlock)
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "cudnn": SDPBackend.CUDNN_ATTENTION}
 ARMS = ("bf16", "tensorwise", "rowwise")
 
 
@@ -238,6 +242,7 @@ def main() -> None:
     ap.add_argument("--text-mask", action="store_true",
                     help="pass an all-true text mask (memory-efficient SDPA) instead of none (flash SDPA)")
     ap.add_argument("--profile", action="store_true", help="write each arm's kernel table (one step) beside the JSON")
+    ap.add_argument("--sdpa", default="flash", choices=sorted(SDPA_BACKENDS), help="attention kernel (see above)")
     ap.add_argument("--no-speed", dest="speed", action="store_false", help="skip part 1 (only the loss curves)")
     ap.add_argument("--curve-steps", type=int, default=200, help="0 skips part 2")
     ap.add_argument("--curve-batch", type=int, default=8)
@@ -256,8 +261,14 @@ def main() -> None:
     arms = [a for a in args.arms.split(",") if a]
     if unknown := set(arms) - set(ARMS):
         raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
-    torch.backends.cuda.enable_cudnn_sdp(False)  # GPU.md: cuDNN SDPA fails in backward at these shapes
+    if args.text_mask and args.sdpa == "flash":
+        raise SystemExit("--text-mask needs --sdpa efficient or cudnn (the flash kernels take no mask)")
     torch.backends.cuda.matmul.allow_tf32 = True
+    with sdpa_kernel([SDPA_BACKENDS[args.sdpa]]):  # only this kernel: an error, never a silent fallback to math
+        run(args, arms)
+
+
+def run(args, arms: list[str]) -> None:
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "capability": list(torch.cuda.get_device_capability()), "speed": [], "curves": {}}
     for arm in arms if args.speed else []:

@@ -110,7 +110,10 @@ def grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
 
 def expert_mm(x_AD: torch.Tensor, w_EOD: torch.Tensor, counts_E: torch.Tensor, dispatch: str = "auto") -> torch.Tensor:
     """[A, D] rows sorted by expert, times the expert's [O, D] weight -> [A, O]."""
-    if dispatch == "loop" or (dispatch == "auto" and not grouped_mm_works(x_AD.device.type, x_AD.dtype)):
+    # under torch.compile the grouped mm's shape rule accepts bf16 only (torch 2.11-2.13), though eager CPU runs it
+    # in float32 too: `auto` then takes the loop rather than failing to trace
+    traceable = x_AD.dtype == torch.bfloat16 or not torch.compiler.is_compiling()
+    if dispatch == "loop" or (dispatch == "auto" and not (traceable and grouped_mm_works(x_AD.device.type, x_AD.dtype))):
         return _mm_loop(x_AD, w_EOD, counts_E)
     return _mm_grouped(x_AD, w_EOD, counts_E)
 
