@@ -1,6 +1,6 @@
 #!/bin/bash
-# Device calls of stop 22 (the second): the MoE MFU at 32 sequences with network and loss compiled as one graph
-# (issue 10), then the FP8 training step with cuDNN attention in a process of its own (issue 9; GPU.md saw cuDNN
+# Device calls of stop 22 (the third): the MoE MFU at 16 and 32 sequences after the RoPE table (issue 10), then the
+# FP8 training step and loss curves with cuDNN attention (issue 9; GPU.md saw cuDNN
 # fail in backward at these shapes, so it may crash, which is the finding then).
 #   bash scripts/device_next.sh COMMIT
 # Needs, carried: .whl/ (wheels for python 3.12 of diffusers, torchao and importlib_metadata: the device image lacks
@@ -9,12 +9,12 @@ T0=$SECONDS
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 INCASA_COMMIT=$1
 mkdir -p /tmp/logs
-timeout ${MFU_S:-300} python3 benchmarks/text_gpu.py --presets base --batch ${MFU_BATCH:-32} --dispatches grouped \
+timeout ${MFU_S:-300} python3 benchmarks/text_gpu.py --presets base --batch ${MFU_BATCH:-16,32} --dispatches grouped \
   --modes loss --profile --decode-tokens 0 --name text_gpu_mfu2 > /tmp/logs/text_gpu.log 2>&1
 echo "text_gpu rc=$? at $((SECONDS-T0)) s"; grep -v Warn /tmp/logs/text_gpu.log | grep "MFU\|Error" | tail -6
 cp benchmarks/results/text_gpu_mfu2.json benchmarks/results/text_gpu_mfu2_profile.txt $OUT/ 2>/dev/null
 timeout $((585 - (SECONDS-T0))) python3 benchmarks/train_fp8.py --arms bf16,tensorwise --sdpa cudnn --profile \
-  --curve-steps 0 --name train_fp8_cudnn > /tmp/logs/fp8.log 2>&1
+  --curve-steps 150 --name train_fp8_cudnn > /tmp/logs/fp8.log 2>&1
 echo "fp8 rc=$? at $((SECONDS-T0)) s"; grep -a "ms\|x \|Error\|error" /tmp/logs/fp8.log | grep -v Warn | tail -12
 cp benchmarks/results/train_fp8_cudnn* $OUT/ 2>/dev/null
 tar -C /tmp/logs -cJf $OUT/logs.tar.xz .; ls $OUT

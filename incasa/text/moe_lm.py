@@ -94,10 +94,15 @@ PRESETS: dict[str, LMConfig] = {**_MOE_PRESETS, **{f"{k}-dense": dense_twin(v) f
 # ---------------------------------------------------------------- attention with RoPE and a KV cache
 
 
-def rope_cos_sin(positions_BL: torch.Tensor, head_dim: int, theta: float):
-    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions_BL.device, dtype=torch.float32) / head_dim)
-    angles = positions_BL.float()[..., None] * inv  # [B, L, K/2]
-    return angles.cos()[:, None], angles.sin()[:, None]  # [B, 1, L, K/2] each, broadcast over heads
+def rope_table(max_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position's angles, [max_len, K/2] each, float32.
+
+    A table looked up by position rather than cos/sin computed in the forward: under torch.compile the latter is fused
+    into every consumer and recomputed there (cos and sin of B*H*L*K/2 angles in each layer's RoPE kernels, forward
+    and backward): 16 % of a training step of the `base` preset on the H200 (benchmarks/text_gpu.py --profile)."""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.arange(max_len, device=device, dtype=torch.float32)[:, None] * inv  # [max_len, K/2]
+    return angles.cos(), angles.sin()
 
 
 def apply_rope(x_BHLK: torch.Tensor, cos, sin) -> torch.Tensor:
@@ -170,6 +175,10 @@ class MoELM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.RMSNorm(cfg.dim, eps=1e-6)
+        # not persistent: derived from the config, so checkpoints are unchanged
+        cos, sin = rope_table(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -203,7 +212,10 @@ class MoELM(nn.Module):
             q_slot = torch.arange(s0, S, device=tokens_BL.device)[:, None]
             k_slot = torch.arange(S, device=tokens_BL.device)[None, :]
             mask = ((k_slot <= q_slot)[None] & key_valid_BS[:, None, :]) | (k_slot == q_slot)[None]  # [B, L, S]
-        cos, sin = rope_cos_sin(positions_BL, self.cfg.head_dim, self.cfg.rope_theta)
+        cos_t, sin_t = self.rope_cos, self.rope_sin
+        if cos_t.dtype != torch.float32:  # the model was cast (.to(bfloat16) for inference): keep the angles exact
+            cos_t, sin_t = rope_table(self.cfg.max_seq_len, self.cfg.head_dim, self.cfg.rope_theta, tokens_BL.device)
+        cos, sin = cos_t[positions_BL][:, None], sin_t[positions_BL][:, None]  # [B, 1, L, K/2], broadcast over heads
         x = self.embed(tokens_BL)
         aux = x.new_zeros((), dtype=torch.float32)
         for i, block in enumerate(self.blocks):
