@@ -10,9 +10,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 INCASA_COMMIT=$1
 mkdir -p /tmp/logs
 timeout ${MFU_S:-300} python3 benchmarks/text_gpu.py --presets base --batch ${MFU_BATCH:-16,32} --dispatches grouped \
-  --modes loss --profile --decode-tokens 0 --name text_gpu_mfu2 > /tmp/logs/text_gpu.log 2>&1
+  --modes loss --profile --decode-tokens 0 --name text_gpu_mfu3 > /tmp/logs/text_gpu.log 2>&1
 echo "text_gpu rc=$? at $((SECONDS-T0)) s"; grep -v Warn /tmp/logs/text_gpu.log | grep "MFU\|Error" | tail -6
-cp benchmarks/results/text_gpu_mfu2.json benchmarks/results/text_gpu_mfu2_profile.txt $OUT/ 2>/dev/null
+cp benchmarks/results/text_gpu_mfu3.json benchmarks/results/text_gpu_mfu3_profile.txt $OUT/ 2>/dev/null
 timeout $((585 - (SECONDS-T0))) python3 benchmarks/train_fp8.py --arms bf16,tensorwise --sdpa cudnn --profile \
   --curve-steps 150 --name train_fp8_cudnn > /tmp/logs/fp8.log 2>&1
 echo "fp8 rc=$? at $((SECONDS-T0)) s"; grep -a "ms\|x \|Error\|error" /tmp/logs/fp8.log | grep -v Warn | tail -12
