@@ -248,7 +248,8 @@ def apply_float8(model: nn.Module, *, recipe: str = "tensorwise",
                  module_filter: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
     """FP8 training of the token-wise linears with torchao (dynamic scaling; weights stay in high precision).
 
-    tensorwise: one scale per tensor, fastest (GPU.md: 1.12x over compiled bf16 at width 3072 on an H100).
+    tensorwise: one scale per tensor, fastest (over compiled bf16 at width 3072, forward + backward: 1.22x on an H200
+    with cuDNN attention, 1.17x with flash; benchmarks/results/train_fp8_cudnn.json, train_fp8_flash.json).
     rowwise: one scale per row, more robust to outliers, a little slower. Apply BEFORE compile and FSDP.
     """
     _import_torchao_float8()  # a missing torchao is the first thing to report
