@@ -60,8 +60,10 @@ Sets:
   fresh21_eval.jsonl and fresh22_eval.jsonl (the same, sealed during the sixteenth round, FRESH21_SHA256,
   FRESH22_SHA256; that round's candidate was not shipped); training data since the eighteenth round;
 - fresh23_eval.jsonl and fresh24_eval.jsonl (the same, sealed during the seventeenth round, FRESH23_SHA256,
-  FRESH24_SHA256; not shipped either) and fresh25_eval.jsonl and fresh26_eval.jsonl (sealed during the eighteenth,
-  FRESH25_SHA256, FRESH26_SHA256; that round's candidate shipped); NOT training data
+  FRESH24_SHA256; not shipped either), fresh25_eval.jsonl and fresh26_eval.jsonl (sealed during the eighteenth,
+  FRESH25_SHA256, FRESH26_SHA256; that round's candidate shipped), fresh27_eval.jsonl and fresh28_eval.jsonl (the
+  nineteenth, FRESH27_SHA256, FRESH28_SHA256) and fresh29_eval.jsonl and fresh30_eval.jsonl (the twentieth,
+  FRESH29_SHA256, FRESH30_SHA256; both rounds scored one candidate, not shipped); NOT training data
   (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
@@ -111,7 +113,8 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH11_SHA256, FRESH12_SHA256, FRESH13_SHA256, FRESH14_SHA256,
                                     FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
                                     FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
-                                    FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256, LANGUAGES,
+                                    FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256,
+                                    FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, LANGUAGES,
                                     NAMES17_SHA256, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
@@ -121,7 +124,8 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh13": FRESH13_SHA256, "fresh14": FRESH14_SHA256, "fresh15": FRESH15_SHA256, "fresh16": FRESH16_SHA256,
           "fresh17": FRESH17_SHA256, "fresh18": FRESH18_SHA256, "fresh19": FRESH19_SHA256, "fresh20": FRESH20_SHA256,
           "fresh21": FRESH21_SHA256, "fresh22": FRESH22_SHA256, "fresh23": FRESH23_SHA256, "fresh24": FRESH24_SHA256,
-          "fresh25": FRESH25_SHA256, "fresh26": FRESH26_SHA256, "names17": NAMES17_SHA256}
+          "fresh25": FRESH25_SHA256, "fresh26": FRESH26_SHA256, "fresh27": FRESH27_SHA256, "fresh28": FRESH28_SHA256,
+          "fresh29": FRESH29_SHA256, "fresh30": FRESH30_SHA256, "names17": NAMES17_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -82,9 +82,10 @@ data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' do
 Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
-(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh26: four more authors, sealed during rounds 17 and
-18 and scored once each) and the names probe (`NAMES17_FILE`) are never part of this build (a test checks it): with
-the held-out split they are what a trained classifier has not seen.
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh30: eight more authors, sealed during rounds
+17-20; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
+are never part of this build (a test checks it): with the held-out split they are what a trained classifier has not
+seen.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -158,9 +159,12 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # eighteenth round made them training data (FRESH_FILES).
 # Held out (HELD_OUT_FRESH_FILES, NOT training data: the measure of a new author until a later round folds them in):
 # fresh23 and fresh24, sealed while the seventeenth round was made (scored once by the shipped classifier, the
-# round's candidate and its information-only arm; the candidate was not shipped), and fresh25 and fresh26, sealed
-# while the eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in (23, 24, 25, 26))
+# round's candidate and its information-only arm; the candidate was not shipped), fresh25 and fresh26, sealed
+# while the eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's),
+# fresh27 and fresh28, sealed while the nineteenth was made, and fresh29 and fresh30, sealed while the twentieth
+# re-tested the nineteenth's candidate (each pair scored once by the shipped classifier and that candidate, which was
+# not shipped).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 31))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
@@ -169,6 +173,12 @@ FRESH23_SHA256 = "98244e6d1c340f6f09e8dc076ff75d0b16455f384aa1283afdd055c2dc7956
 FRESH24_SHA256 = "3019fb99d455b6a056e9ecb0200e98a1fff07d4ff6dcd459ba617d5287586005"
 FRESH25_SHA256 = "a45a3710e0618730147e328f67ad3a549f2677425e4f3cc255491cfa6d044498"
 FRESH26_SHA256 = "12a26e0250d6ddc8db04af6089e1a14b18fd9804c0618c52ae06a7cdd609d402"
+# fresh27 and fresh28: two more independent authors, sealed while the nineteenth round was made
+FRESH27_SHA256 = "d2b2c0ec38c6b39db1f402f52e890f3af5250db7f6e7a94c507158fa6f0d3088"
+FRESH28_SHA256 = "678dc858221740777548d39546a6daea6b84aba91c7a54644551fece9492d1cd"
+# fresh29 and fresh30: two more, sealed while the twentieth round re-tested the nineteenth round's candidate
+FRESH29_SHA256 = "0b12946469a68bf3e3f5848162495b74c4eb0b5e4ce7f3644ce84b30a7e82ff4"
+FRESH30_SHA256 = "52e95649932e46c1c6515702ab0e0ce6574fbce64473a173368eb06cfb2ac743"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
