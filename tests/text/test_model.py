@@ -75,3 +75,22 @@ def test_dense_twin_and_config_errors():
         LMConfig(dim=30, num_heads=4)
     with pytest.raises(ValueError, match="dense_hidden"):
         LMConfig(num_experts=0)
+
+
+def test_rope_table_is_exact_and_not_in_checkpoints():
+    # the table holds what the forward computed before it existed (positions x inverse frequencies, float32), is
+    # derived from the config (never saved), and stays float32 in a model cast to bf16 for inference
+    from incasa.text.moe_lm import rope_table
+
+    cfg = PRESETS["tiny"]
+    cos, sin = rope_table(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+    inv = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+    angles = torch.tensor([0.0, 5.0, 127.0])[:, None] * inv
+    assert torch.equal(cos[[0, 5, 127]], angles.cos()) and torch.equal(sin[[0, 5, 127]], angles.sin())
+    model = _model("tiny")
+    assert not any(k.startswith("rope_") for k in model.state_dict())
+    tokens = torch.randint(0, cfg.vocab_size, (2, 9))
+    with torch.no_grad():
+        exact = model.to(torch.bfloat16)(tokens)[0]
+        model.rope_cos, model.rope_sin = (t.float() for t in rope_table(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta))
+        assert torch.equal(model(tokens)[0], exact)
