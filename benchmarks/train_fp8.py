@@ -23,8 +23,8 @@ batch and which forces the slower memory-efficient kernel (stop 18's 305 ms bf16
 that way). --profile writes each arm's kernel table (one step) beside the JSON.
 
 --sdpa picks the attention kernel for the whole run: flash (default), efficient, or cudnn. GPU.md: cuDNN failed in
-backward at 4 x 4,608 tokens, surfacing later as an unrelated-looking CUBLAS error, so it is opt-in and best run in
-a process of its own; FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
+backward at 4 x 4,608 tokens, surfacing later as an unrelated-looking CUBLAS error (in stop 22, without a mask, it
+ran, and was the fastest: 1.22x), so it is opt-in and best run in a process of its own; FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
 with its error while the others still run; results are written after each part. On a machine without CUDA it
 prints why and exits 0. Without matplotlib (a bare GPU image), re-plot later from the JSON:
 
