@@ -19,8 +19,9 @@ at a smaller --curve-image-tokens so it stays short; losses overlaid in a PNG.
 
 Text mask: none by default (every text token real, as FLUX trains: padding tokens are attended), so SDPA runs its
 flash kernels; --text-mask passes an all-true [B, L] mask instead, which is what incasa's trainer passes for a padded
-batch and which forces the slower memory-efficient kernel (stop 18's 305 ms bf16 step at the defaults was measured
-that way). --profile writes each arm's kernel table (one step) beside the JSON.
+batch to a model with DiTConfig.text_len = 0 (the small presets) and which forces the slower memory-efficient kernel
+(stop 18's 305 ms bf16 step at the defaults was measured that way). The 1b and 8b presets have text_len = 512: they
+attend to 512 zero-padded text tokens with no mask, which is this default at --text-tokens 512. --profile writes each arm's kernel table (one step) beside the JSON.
 
 --sdpa picks the attention kernel for the whole run: flash (default), efficient, or cudnn. GPU.md: cuDNN failed in
 backward at 4 x 4,608 tokens, surfacing later as an unrelated-looking CUBLAS error (in stop 22, without a mask, it
@@ -62,7 +63,9 @@ ARMS = ("bf16", "tensorwise", "rowwise")
 
 
 def build(args, arm: str) -> DiT:
-    cfg = replace(PRESETS["8b"], num_double=args.double, num_single=args.single)
+    # text_len 0: the benchmark's text tokens are all real, and --text-mask must reach SDPA as a mask (the 8b preset's
+    # text_len = 512 would zero-pad and drop it); without --text-mask at 512 tokens this is the preset's own path
+    cfg = replace(PRESETS["8b"], num_double=args.double, num_single=args.single, text_len=0)
     torch.manual_seed(0)  # the same initial weights for every arm (the model's own adaLN-Zero init)
     with torch.device("cuda"):
         model = DiT(cfg)

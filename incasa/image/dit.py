@@ -40,6 +40,13 @@ class DiTConfig:
     num_single: int = 4
     mlp_ratio: float = 4.0
     text_dim: int = 384  # width of the text encoder's token features (all-MiniLM-L6-v2: 384)
+    # How text padding is handled. 0: padded positions are masked out of attention (a key mask). N > 0 (FLUX-style):
+    # the text is zeroed at its padded positions, zero-padded to exactly N tokens and attended in full, with no mask.
+    # Why N > 0 for the large presets: SDPA's flash and cuDNN kernels take no mask, and a training batch of captions
+    # of different lengths always has padding; with a mask the step falls back to the memory-efficient kernel, 1.47x
+    # slower for width-3072 blocks on the H200 (benchmarks/results/train_fp8.json vs train_fp8_flash.json). A fixed
+    # length also makes a prompt's output independent of the other prompts in its batch.
+    text_len: int = 0
 
 
 PRESETS: dict[str, DiTConfig] = {
@@ -50,10 +57,12 @@ PRESETS: dict[str, DiTConfig] = {
     # the shipped default since it could be trained on a GPU: same tokens, wider and deeper (~11M, 22 MB in fp16)
     "medium": DiTConfig(patch_size=8, width=256, num_heads=4, num_double=2, num_single=6),
     "base": DiTConfig(patch_size=4, width=384, num_heads=6, num_double=4, num_single=8),
-    "1b": DiTConfig(in_channels=16, patch_size=2, width=1536, num_heads=12, num_double=8, num_single=16, text_dim=1024),
+    # the large presets attend to 512 text tokens with no mask, as FLUX does with T5 (see text_len)
+    "1b": DiTConfig(in_channels=16, patch_size=2, width=1536, num_heads=12, num_double=8, num_single=16, text_dim=1024,
+                    text_len=512),
     # the seed's scale: 12 double + 28 single blocks at width 3072 (~8.1B), on 16-channel latents, T5-XXL-sized text
     "8b": DiTConfig(in_channels=16, patch_size=2, width=3072, num_heads=24, num_double=12, num_single=28,
-                    text_dim=4096),
+                    text_dim=4096, text_len=512),
 }
 
 
@@ -159,6 +168,13 @@ class DiT(nn.Module):
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {P}")
         h, w = H // P, W // P
         patches = x_BCHW.reshape(B, C, h, P, w, P).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * P * P)
+        if cfg.text_len:  # FLUX-style (DiTConfig.text_len): zero the padding, pad to the fixed length, no mask
+            L = txt_BLE.shape[1]
+            if L > cfg.text_len:
+                raise ValueError(f"the text has {L} tokens; this model takes at most {cfg.text_len}")
+            if txt_mask_BL is not None:
+                txt_BLE = txt_BLE * txt_mask_BL[..., None].to(txt_BLE.dtype)
+            txt_BLE, txt_mask_BL = F.pad(txt_BLE, (0, 0, 0, cfg.text_len - L)), None  # [B, text_len, E]
         img = self.img_in(patches)  # [B, N, D]
         txt = self.txt_in(txt_BLE)  # [B, L, D]
         vec = self.time_in(timestep_embedding(t_B, 256).to(img.dtype)) + self.pooled_in(pooled_BE)  # [B, D]

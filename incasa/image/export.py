@@ -76,11 +76,11 @@ if DiffusionPipeline is not None:
         @register_to_config
         def __init__(self, in_channels: int = 3, patch_size: int = 8, width: int = 256, num_heads: int = 4,
                      num_double: int = 2, num_single: int = 6, mlp_ratio: float = 4.0, text_dim: int = 384,
-                     sample_size: int = 64):
+                     text_len: int = 0, sample_size: int = 64):
             super().__init__()
             self.dit = DiT(DiTConfig(in_channels=in_channels, patch_size=patch_size, width=width, num_heads=num_heads,
                                      num_double=num_double, num_single=num_single, mlp_ratio=mlp_ratio,
-                                     text_dim=text_dim))
+                                     text_dim=text_dim, text_len=text_len))
 
         def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,
                     return_dict: bool = True):

@@ -51,3 +51,33 @@ def test_preset_parameter_counts():
     assert 7.5e9 <= count_parameters(PRESETS["8b"]) <= 8.5e9
     counts = [count_parameters(PRESETS[k]) for k in ("tiny", "small", "base", "1b", "8b")]
     assert counts == sorted(counts)
+
+
+def test_fixed_text_len_attends_without_a_mask_and_ignores_batch_padding(monkeypatch):
+    """text_len > 0 (FLUX-style): padding is zeroed and padded to a fixed length, SDPA never gets a mask, and a
+    prompt's output does not depend on how much padding its batch-mates forced on it."""
+    from dataclasses import replace
+
+    import incasa.nn.layers as layers
+
+    torch.manual_seed(3)
+    model = _perturbed(DiT(replace(PRESETS["tiny"], text_len=8)))
+    x, t, txt, mask, pooled = _inputs()
+    masks = []
+    real_sdpa = layers.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        masks.append(attn_mask)
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", spy)
+    out = model(x, t, txt, mask, pooled)
+    assert masks and all(m is None for m in masks)
+    # the first sample alone, without the padding its batch-mate forced (3 real tokens of 5)
+    alone = model(x[:1], t[:1], txt[:1, :3], None, pooled[:1])
+    torch.testing.assert_close(alone, out[:1], rtol=1e-5, atol=1e-6)
+    txt2 = txt.clone()
+    txt2[0, 3:] = 100.0  # padded positions are zeroed, so their values cannot matter
+    torch.testing.assert_close(model(x, t, txt2, mask, pooled), out)
+    with pytest.raises(ValueError, match="at most 8"):
+        model(*_inputs(L=9))

@@ -54,3 +54,28 @@ def test_img2img_strength_and_rf_loss():
     # the oracle's loss is the irreducible part only: zero when the data is that single point
     g = torch.Generator().manual_seed(0)
     assert float(rf_loss(Oracle(x0), x0.expand(4, -1, -1, -1), _cond(4), 16, generator=g)) < 1e-8
+
+
+def test_guidance_as_two_unpadded_batches_equals_one_padded_batch(monkeypatch):
+    """On CUDA the [uncond; cond] halves run as two batches (no padding, so no mask for SDPA's flash kernels); the
+    picture must equal the one padded batch's, which the CPU keeps."""
+    from incasa.image import flow
+    from incasa.image.dit import PRESETS, DiT
+
+    torch.manual_seed(0)
+    model = DiT(PRESETS["tiny"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    g = torch.Generator().manual_seed(1)
+    cond = {"tokens": torch.randn(2, 5, 32, generator=g), "mask": torch.ones(2, 5, dtype=torch.bool),
+            "pooled": torch.randn(2, 32, generator=g)}
+    uncond = {"tokens": torch.randn(2, 2, 32, generator=g), "mask": torch.ones(2, 2, dtype=torch.bool),
+              "pooled": torch.randn(2, 32, generator=g)}
+    noise = torch.randn(2, 3, 16, 16, generator=g)
+    assert not flow.split_guidance(noise, cond, uncond)  # CPU: one batch
+    joint = flow.sample(model, noise, cond, uncond, steps=4, guidance=3.0)
+    monkeypatch.setattr(flow, "split_guidance", lambda *a: True)
+    split = flow.sample(model, noise, cond, uncond, steps=4, guidance=3.0)
+    torch.testing.assert_close(split, joint, rtol=1e-4, atol=1e-5)
+    assert (split - noise).abs().mean() > 0.01  # the model did something
