@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from incasa.cli import app
 
+from ..conftest import make_dataset
+
 pytest.importorskip("diffusers", reason="the export extra is not installed: pip install -e '.[export]'")
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
 
@@ -69,6 +71,34 @@ def test_onnx_network_matches_torch_for_any_batch_and_text_length(tiny_checkpoin
         assert ref.abs().max() > 1e-3  # the trained tiny network is not the identity-at-zero of a fresh one
         assert (onnx(x, t, tok, mask, pooled) - ref).abs().max() < 1e-4
 
+
+
+def test_onnx_of_a_fixed_text_length_model(tmp_path, monkeypatch):
+    """DiTConfig.text_len > 0 (the 1b/8b presets' FLUX-style padding): the zero-padding to a fixed length traces into
+    the ONNX graph with a dynamic text length, and ONNX Runtime gives torch's numbers."""
+    from dataclasses import replace
+
+    import incasa.image.dit as dit
+    from incasa.image.generate import load_pipeline
+    from incasa.image.onnx_backend import OnnxDiT, export_onnx
+    from incasa.image.train import TrainConfig, train
+
+    monkeypatch.setitem(dit.PRESETS, "tiny-fixed-text", replace(dit.PRESETS["tiny"], text_len=24))
+    train(TrainConfig(data=str(make_dataset(tmp_path / "data")), out=str(tmp_path / "run"), preset="tiny-fixed-text",
+                      text_encoder="hash", steps=4, batch_size=4, warmup=2, sample_every=100, ckpt_every=100))
+    model = load_pipeline(tmp_path / "run" / "model.safetensors", device="cpu").model
+    assert model.cfg.text_len == 24
+    onnx = OnnxDiT(export_onnx(tmp_path / "run" / "model.safetensors", tmp_path / "onnx"), num_threads=1)
+    g = torch.Generator().manual_seed(1)
+    for B, L in [(1, 3), (3, 7), (2, 24)]:
+        x, t = torch.randn(B, 3, 16, 16, generator=g), torch.rand(B, generator=g)
+        tok, pooled = torch.randn(B, L, 32, generator=g), torch.randn(B, 32, generator=g)
+        mask = torch.ones(B, L, dtype=torch.bool)
+        mask[0, L // 2 + 1:] = False
+        with torch.no_grad():
+            ref = model(x, t, tok, mask, pooled)
+        assert ref.abs().max() > 1e-3
+        assert (onnx(x, t, tok, mask, pooled) - ref).abs().max() < 1e-4
 
 def test_generate_with_onnx_backend_matches_torch(tiny_checkpoint, tiny_onnx, tmp_path):
     from incasa.image.generate import generate_images, load_pipeline
