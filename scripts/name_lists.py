@@ -28,6 +28,12 @@ Every entry is normalised before de-duplication across regions.
 
     python scripts/name_lists.py people /work/helper/names         # every <region>.json there -> the data file
     python scripts/name_lists.py organisations /work/helper/orgs
+    python scripts/name_lists.py people /work/helper/names22 --extend   # keep the file's names, add the new ones
+
+--extend keeps every entry of the current data file as it stands (it passed the filters when it was added; today's
+benign prompts could drop a few of them, and that would change the shipped guardrail by the back door), adds only the
+new lists' entries that pass the filters and are not already there, and records the added regions under
+`extensions`.
 """
 
 from __future__ import annotations
@@ -99,14 +105,23 @@ def _acronym(name: str) -> bool:
     return 2 <= len(letters) <= 6 and letters.isupper()
 
 
+def _write(out: Path, record: dict) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=sorted(LISTS), help="which list to build")
     parser.add_argument("folder", type=Path, help="a folder of <region>.json name lists (full/short/aliases)")
     parser.add_argument("--out", type=Path, default=None, help="the merged file to write (default: the data file)")
+    parser.add_argument("--extend", action="store_true",
+                        help="keep the current data file's entries unchanged and add the folder's new ones")
     args = parser.parse_args()
     file, min_letters, phrases, about = LISTS[args.kind]
     out = args.out or DATA / file
+    base = json.loads((DATA / file).read_text(encoding="utf-8")) if args.extend else None
     files = sorted(args.folder.glob("*.json"))
     if not files:
         sys.exit(f"no <region>.json files in {args.folder}")
@@ -118,6 +133,8 @@ def main() -> None:
         benign = lower_case_words(texts)
     seen: set[str] = set()
     regions, dropped = {}, {"duplicate": 0, "short": [], "benign_word": [], "read_by_eye": []}
+    if base is not None:  # the current entries first, unfiltered: new entries that repeat them count as duplicates
+        seen = {normalize(n) for kept in base["regions"].values() for k in KINDS for n in kept[k]}
     for path, raw in zip(files, raws, strict=True):
         region = raw.get("region") or path.stem
         kept = {kind: [] for kind in KINDS}
@@ -140,6 +157,21 @@ def main() -> None:
                 seen.add(key)
                 kept[kind].append(name)
         regions[region] = kept
+    if base is not None:
+        added = regions
+        regions = dict(base["regions"])
+        for region, kept in added.items():
+            regions[region if region not in regions else f"{region}+"] = kept
+        record = {**base, "regions": regions,
+                  "extensions": [*base.get("extensions", []),
+                                 {"regions": sorted(added), "filters": {"min_letters": min_letters,
+                                                                        "lower_case_benign_words": len(benign)},
+                                  "dropped": {k: (v if isinstance(v, int) else sorted(v)) for k, v in dropped.items()},
+                                  "kept": {r: {k: len(v) for k, v in kept.items()} for r, kept in added.items()}}]}
+        _write(out, record)
+        print(f"{len(seen)} names in all; added {record['extensions'][-1]['kept']}; dropped "
+              f"{ {k: (v if isinstance(v, int) else len(v)) for k, v in dropped.items()} } -> {out}")
+        return
     record = {
         "_about": f"{about}: written by hand per region by independent authors (helper sessions) on 2026-11-25 from "
         "their own knowledge, merged and filtered by scripts/name_lists.py (entries that are also words were "
@@ -148,9 +180,7 @@ def main() -> None:
         "dropped": {k: (v if isinstance(v, int) else sorted(v)) for k, v in dropped.items()},
         "regions": regions,
     }
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    _write(out, record)
     counts = {r: {k: len(v) for k, v in kept.items()} for r, kept in regions.items()}
     lost = {k: (v if isinstance(v, int) else len(v)) for k, v in dropped.items()}
     print(f"{len(seen)} names kept {counts}; dropped {lost} -> {out}")
