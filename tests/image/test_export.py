@@ -52,16 +52,10 @@ def test_real_valued_rope_equals_the_complex_one():
     assert dit.apply_rope is apply_rope and dit.rope_2d_freqs is rope_2d_freqs  # restored after export
 
 
-def test_onnx_network_matches_torch_for_any_batch_and_text_length(tiny_checkpoint, tiny_onnx):
-    from incasa.image.generate import load_pipeline
-    from incasa.image.onnx_backend import OnnxDiT
-
-    model = load_pipeline(tiny_checkpoint, device="cpu").model
-    onnx = OnnxDiT(tiny_onnx, num_threads=1)
-    meta = json.loads((tiny_onnx / "incasa_onnx.json").read_text())
-    assert meta["dit"] == json.loads(json.dumps(vars(model.cfg))) and not meta["external_data"]
+def assert_onnx_parity(model, onnx, shapes: list[tuple[int, int]]) -> None:
+    """The tiny DiT and its ONNX export agree on random inputs of each (batch, text length), text padded in sample 0."""
     g = torch.Generator().manual_seed(1)
-    for B, L in [(1, 1), (3, 7), (6, 2)]:  # batch and text length differ from the export's example (2, 5)
+    for B, L in shapes:
         x, t = torch.randn(B, 3, 16, 16, generator=g), torch.rand(B, generator=g)
         tok, pooled = torch.randn(B, L, 32, generator=g), torch.randn(B, 32, generator=g)
         mask = torch.ones(B, L, dtype=torch.bool)
@@ -71,6 +65,16 @@ def test_onnx_network_matches_torch_for_any_batch_and_text_length(tiny_checkpoin
         assert ref.abs().max() > 1e-3  # the trained tiny network is not the identity-at-zero of a fresh one
         assert (onnx(x, t, tok, mask, pooled) - ref).abs().max() < 1e-4
 
+
+def test_onnx_network_matches_torch_for_any_batch_and_text_length(tiny_checkpoint, tiny_onnx):
+    from incasa.image.generate import load_pipeline
+    from incasa.image.onnx_backend import OnnxDiT
+
+    model = load_pipeline(tiny_checkpoint, device="cpu").model
+    onnx = OnnxDiT(tiny_onnx, num_threads=1)
+    meta = json.loads((tiny_onnx / "incasa_onnx.json").read_text())
+    assert meta["dit"] == json.loads(json.dumps(vars(model.cfg))) and not meta["external_data"]
+    assert_onnx_parity(model, onnx, [(1, 1), (3, 7), (6, 2)])  # batch and text length unlike the export's (2, 5)
 
 
 def test_onnx_of_a_fixed_text_length_model(tmp_path, monkeypatch):
@@ -89,16 +93,8 @@ def test_onnx_of_a_fixed_text_length_model(tmp_path, monkeypatch):
     model = load_pipeline(tmp_path / "run" / "model.safetensors", device="cpu").model
     assert model.cfg.text_len == 24
     onnx = OnnxDiT(export_onnx(tmp_path / "run" / "model.safetensors", tmp_path / "onnx"), num_threads=1)
-    g = torch.Generator().manual_seed(1)
-    for B, L in [(1, 3), (3, 7), (2, 24)]:
-        x, t = torch.randn(B, 3, 16, 16, generator=g), torch.rand(B, generator=g)
-        tok, pooled = torch.randn(B, L, 32, generator=g), torch.randn(B, 32, generator=g)
-        mask = torch.ones(B, L, dtype=torch.bool)
-        mask[0, L // 2 + 1:] = False
-        with torch.no_grad():
-            ref = model(x, t, tok, mask, pooled)
-        assert ref.abs().max() > 1e-3
-        assert (onnx(x, t, tok, mask, pooled) - ref).abs().max() < 1e-4
+    assert_onnx_parity(model, onnx, [(1, 3), (3, 7), (2, 24)])
+
 
 def test_generate_with_onnx_backend_matches_torch(tiny_checkpoint, tiny_onnx, tmp_path):
     from incasa.image.generate import generate_images, load_pipeline
