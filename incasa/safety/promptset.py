@@ -82,8 +82,8 @@ data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' do
 Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
-(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh30: eight more authors, sealed during rounds
-17-20; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh34: twelve more authors, sealed during rounds
+17-23; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
 are never part of this build (a test checks it): with the held-out split they are what a trained classifier has not
 seen.
 
@@ -163,8 +163,9 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # while the eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's),
 # fresh27 and fresh28, sealed while the nineteenth was made, and fresh29 and fresh30, sealed while the twentieth
 # re-tested the nineteenth's candidate (each pair scored once by the shipped classifier and that candidate, which was
-# not shipped).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 31))
+# not shipped), fresh31 and fresh32, sealed while the twenty-second extended the name list, and fresh33 and fresh34,
+# sealed while the twenty-third re-tested the extended list alone (data/README.md).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 35))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
@@ -179,6 +180,12 @@ FRESH28_SHA256 = "678dc858221740777548d39546a6daea6b84aba91c7a54644551fece9492d1
 # fresh29 and fresh30: two more, sealed while the twentieth round re-tested the nineteenth round's candidate
 FRESH29_SHA256 = "0b12946469a68bf3e3f5848162495b74c4eb0b5e4ce7f3644ce84b30a7e82ff4"
 FRESH30_SHA256 = "52e95649932e46c1c6515702ab0e0ce6574fbce64473a173368eb06cfb2ac743"
+# fresh31 and fresh32: two more, sealed while the twenty-second round extended the name list
+FRESH31_SHA256 = "2bdd3fb40cd99b3f835e4ea451f0814b5797ccc5d7058500b67c372f60508b72"
+FRESH32_SHA256 = "ec48a66cb982635f5620c3c35840de828c8e0a3210e3eb5e590c63df638a2320"
+# fresh33 and fresh34: two more, sealed while the twenty-third round re-tested the extended list alone
+FRESH33_SHA256 = "ce5adddb8a33ada966e721f2fc078258f1da82735cb5514b24dc1435a6037376"
+FRESH34_SHA256 = "fd5972f9a803748159dbd65b6dee517da3549102aad074ed136d29a280b79a00"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
