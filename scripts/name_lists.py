@@ -161,7 +161,9 @@ def main() -> None:
         added = regions
         regions = dict(base["regions"])
         for region, kept in added.items():
-            regions[region if region not in regions else f"{region}+"] = kept
+            while region in regions:  # an extension of a listed region gets its own key: "en_world+", "en_world++"
+                region += "+"
+            regions[region] = kept
         record = {**base, "regions": regions,
                   "extensions": [*base.get("extensions", []),
                                  {"regions": sorted(added), "filters": {"min_letters": min_letters,
