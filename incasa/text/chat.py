@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from incasa.text.engine import Completion, Decoder, Sampling, generate
-from incasa.text.moe_lm import MoELM, config_from_dict, rope_table
+from incasa.text.moe_lm import MoELM, config_from_dict
 from incasa.text.tokenizer import Tokenizer, check_messages, tokenizer_from_json
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default" / "model.safetensors"
@@ -67,9 +67,6 @@ def _load(path: str, mtime_ns: int, device: str) -> TextModel:
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    if dtype != torch.float32:  # the cast took the RoPE table to bf16: restore it exactly, once, not every decode step
-        cfg = model.cfg
-        model.rope_cos, model.rope_sin = rope_table(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, device)
     return TextModel(model, tokenizer_from_json(meta["tokenizer"]), meta, path)
 
 

@@ -181,6 +181,14 @@ class MoELM(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
 
+    def _apply(self, fn, recurse=True):
+        """Every cast and move (.to, .half, .cuda, to_empty) goes through here: rebuild the RoPE table afterwards, in
+        float32 on the new device, so a model cast to bf16 for inference keeps exact angles (the table is small)."""
+        super()._apply(fn, recurse)
+        cfg = self.cfg
+        self.rope_cos, self.rope_sin = rope_table(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, self.rope_cos.device)
+        return self
+
     def reset_parameters(self):
         nn.init.normal_(self.embed.weight, std=0.02)
         for name, p in self.named_parameters():
@@ -212,10 +220,8 @@ class MoELM(nn.Module):
             q_slot = torch.arange(s0, S, device=tokens_BL.device)[:, None]
             k_slot = torch.arange(S, device=tokens_BL.device)[None, :]
             mask = ((k_slot <= q_slot)[None] & key_valid_BS[:, None, :]) | (k_slot == q_slot)[None]  # [B, L, S]
-        cos_t, sin_t = self.rope_cos, self.rope_sin
-        if cos_t.dtype != torch.float32:  # the model was cast (.to(bfloat16) for inference): keep the angles exact
-            cos_t, sin_t = rope_table(self.cfg.max_seq_len, self.cfg.head_dim, self.cfg.rope_theta, tokens_BL.device)
-        cos, sin = cos_t[positions_BL][:, None], sin_t[positions_BL][:, None]  # [B, 1, L, K/2], broadcast over heads
+        # [B, 1, L, K/2] each, broadcast over heads; the table is float32 whatever the model's dtype (_apply)
+        cos, sin = self.rope_cos[positions_BL][:, None], self.rope_sin[positions_BL][:, None]
         x = self.embed(tokens_BL)
         aux = x.new_zeros((), dtype=torch.float32)
         for i, block in enumerate(self.blocks):
