@@ -21,13 +21,15 @@ Text mask: none by default (every text token real, as FLUX trains: padding token
 flash kernels; --text-mask passes an all-true [B, L] mask instead, which is what incasa's trainer passes for a padded
 batch to a model with DiTConfig.text_len = 0 (the small presets) and which forces the slower memory-efficient kernel
 (stop 18's 305 ms bf16 step at the defaults was measured that way). The 1b and 8b presets have text_len = 512: they
-attend to 512 zero-padded text tokens with no mask, which is this default at --text-tokens 512. --profile writes each arm's kernel table (one step) beside the JSON.
+attend to 512 zero-padded text tokens with no mask, which is this default at --text-tokens 512. --profile writes each
+arm's kernel table (one step) beside the JSON.
 
 --sdpa picks the attention kernel for the whole run: flash (default), efficient, or cudnn. GPU.md: cuDNN failed in
 backward at 4 x 4,608 tokens, surfacing later as an unrelated-looking CUBLAS error (in stop 22, without a mask, it
-ran, and was the fastest: 1.22x), so it is opt-in and best run in a process of its own; FP8 needs torchao and compute capability 8.9+, and an arm that fails is reported
-with its error while the others still run; results are written after each part. On a machine without CUDA it
-prints why and exits 0. Without matplotlib (a bare GPU image), re-plot later from the JSON:
+ran, and was the fastest: 1.22x), so it is opt-in and best run in a process of its own; FP8 needs torchao and
+compute capability 8.9+, and an arm that fails is reported with its error while the others still run; results are
+written after each part. On a machine without CUDA it prints why and exits 0. Without matplotlib (a bare GPU image),
+re-plot later from the JSON:
 
     python benchmarks/train_fp8.py                      # on the GPU: both parts, JSON + PNG in benchmarks/results/
     python benchmarks/train_fp8.py --no-speed --name train_fp8_curves   # only part 2 (a device call too short for both)
