@@ -19,6 +19,11 @@ this way, and two new sealed sets confirmed it.
     python benchmarks/guardrails_loao.py                       # the shipped recipe (~15 min on one core)
     python benchmarks/guardrails_loao.py --fresh-weight 1      # a variant, e.g. the fresh sets' rows unweighted
     python benchmarks/guardrails_loao.py --orgs --out guardrails_loao_orgs
+    python benchmarks/guardrails_loao.py --kind blend --out guardrails_loao_round24_blend
+
+``--kind blend`` fits the hidden layer of classifier.train_blend on each fold's linear fit (same TF-IDF matrix, same
+row weights), so one run reports the linear recipe and the blend from the same fits: the blend under "blend", the
+linear recipe under "linear", each with thresholds chosen on its own pooled left-out benign prompts.
 
 Writes benchmarks/results/<out>.json (device, date, commit): pooled and per-set red-team blocked, benign blocked per
 language, per-category red-team, the thresholds. Only counts are kept, never prompts.
@@ -39,8 +44,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from incasa.safety.classifier import (DEFAULT_FRESH_WEIGHT, DEFAULT_NAME_TOKEN, fresh_weights,  # noqa: E402
-                                      thresholds_from_scores, train)
+from incasa.safety.classifier import (DEFAULT_FRESH_WEIGHT, add_hidden, fresh_weights,  # noqa: E402
+                                      predict_proba_batch, thresholds_from_scores, train)
 from incasa.safety.lexicon import load_lexicons, match  # noqa: E402
 from incasa.safety.normalize import normalize  # noqa: E402
 from incasa.safety.policy import HARD_CATEGORIES, load_policy  # noqa: E402
@@ -57,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c", type=float, default=20.0, help="inverse L2 regularisation (as incasa safety train)")
     parser.add_argument("--no-names", action="store_true", help="names as ordinary words (no @person placeholder)")
     parser.add_argument("--orgs", action="store_true", help="organisations as one placeholder word (@org)")
+    parser.add_argument("--kind", choices=("linear", "blend"), default="linear",
+                        help="blend: also fit the hidden layer on each fold and report both (see the docstring)")
     parser.add_argument("--out", default="guardrails_loao", help="result name under benchmarks/results/")
     args = parser.parse_args(argv)
     if args.fresh_weight <= 0:
@@ -81,27 +88,62 @@ def main(argv: list[str] | None = None) -> None:
         hits = match(normalize(text), lexicons)
         return any(h.score >= policy.block_threshold for c, h in hits.items() if c in HARD_CATEGORIES)
 
-    probs, left_out, classes = [], [], None  # per set: (n, C) probabilities; the rows' indices
+    kinds = ("linear", "blend") if args.kind == "blend" else ("linear",)
+    probs, left_out, classes = {k: [] for k in kinds}, [], None  # per kind, per set: (n, C) probabilities
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task("leaving one author out", total=len(args.sets))
         for held in args.sets:
             fit = [i for i, s in enumerate(of) if s != held]
             val = [i for i, s in enumerate(of) if s == held]
-            _, pipeline = train([rows[i]["text"] for i in fit], [rows[i]["label"] for i in fit], c=args.c,
-                                name_token=not args.no_names, org_token=args.orgs, sample_weight=weights[fit])
-            probs.append(pipeline.predict_proba([rows[i]["text"] for i in val]))
+            fit_texts, fit_labels = [rows[i]["text"] for i in fit], [rows[i]["label"] for i in fit]
+            val_texts = [rows[i]["text"] for i in val]
+            model, pipeline = train(fit_texts, fit_labels, c=args.c, name_token=not args.no_names,
+                                    org_token=args.orgs, sample_weight=weights[fit])
+            probs["linear"].append(pipeline.predict_proba(val_texts))
+            if "blend" in kinds:
+                blend = add_hidden(model, pipeline, fit_texts, fit_labels, sample_weight=weights[fit])
+                probs["blend"].append(predict_proba_batch(blend, pipeline[0].transform(val_texts)))
             classes = list(pipeline.classes_)
             left_out += val
             progress.advance(task)
     minutes = (time.time() - start) / 60
 
     sub = [rows[i] for i in left_out]
-    p = np.concatenate(probs)  # (M, C)
+    lexicon_blocked = np.array([lexicon_blocks(r["text"]) for r in sub])  # (M,)
+    result = {
+        "recipe": {"fresh_weight": args.fresh_weight, "c": args.c, "name_token": not args.no_names,
+                   "org_token": args.orgs, "kind": args.kind, "training_rows": len(rows)},
+        "sets": list(args.sets),
+        "minutes": minutes,
+    }
+    scored = {k: score(np.concatenate(probs[k]), classes, sub, lexicon_blocked, args.sets) for k in kinds}
+    if args.kind == "linear":
+        result.update(scored["linear"])
+    else:
+        result.update(scored)
+    for kind, res in scored.items():
+        table = Table(title=f"Leaving one author out ({len(args.sets)} authors, {minutes:.1f} min): whole policy, "
+                            f"{kind}")
+        for column in ("set", "red-team blocked", "benign blocked"):
+            table.add_column(column, justify="right" if column != "set" else "left")
+        for s in args.sets:
+            table.add_row(s, f"{res['per_set_red_team'][s]:.1%}", f"{res['per_set_benign'][s]:.1%}")
+        table.add_row("all", f"{res['red_team_blocked']:.2%}", f"{res['benign_blocked']:.2%}")
+        console.print(table)
+        console.print("per category: " + ", ".join(f"{k} {v:.0%}" for k, v in res["per_category_red_team"].items()))
+        console.print("benign per language: "
+                      + ", ".join(f"{k} {v:.1%}" for k, v in res["per_language_benign"].items()))
+    console.print(f"wrote {write_result(args.out, result)}")
+
+
+def score(p: np.ndarray, classes: list[str], sub: list[dict], lexicon_blocked: np.ndarray, sets_left_out) -> dict:
+    """The whole policy's counts for the left-out rows `sub` with probabilities p ((M, C), columns `classes`):
+    thresholds chosen on their pooled benign rows, then the lexicon or the classifier blocks."""
     labels = np.array([r["label"] for r in sub])
     thresholds = thresholds_from_scores(p, classes, labels, [r["core"] for r in sub])["thresholds"]
     by_classifier = np.stack([p[:, classes.index(k)] >= t for k, t in thresholds.items()], axis=1).any(axis=1)
-    blocked = by_classifier | np.array([lexicon_blocks(r["text"]) for r in sub])  # (M,)
+    blocked = by_classifier | lexicon_blocked  # (M,)
     red, benign = np.isin(labels, HARD_CATEGORIES), labels == "benign"
     sets = np.array([fresh_set_of(r) for r in sub])
     langs = np.array([r["lang"] for r in sub])
@@ -109,33 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     def share(mask: np.ndarray) -> float:
         return float(blocked[mask].mean()) if mask.any() else float("nan")
 
-    result = {
-        "recipe": {"fresh_weight": args.fresh_weight, "c": args.c, "name_token": not args.no_names,
-                   "org_token": args.orgs, "training_rows": len(rows)},
-        "sets": list(args.sets),
-        "minutes": minutes,
+    return {
         "red_team_blocked": share(red),
         "benign_blocked": share(benign),
         "red_team_blocked_by_classifier_alone": float(by_classifier[red].mean()),
-        "per_set_red_team": {s: share(red & (sets == s)) for s in args.sets},
-        "per_set_benign": {s: share(benign & (sets == s)) for s in args.sets},
+        "per_set_red_team": {s: share(red & (sets == s)) for s in sets_left_out},
+        "per_set_benign": {s: share(benign & (sets == s)) for s in sets_left_out},
         "per_category_red_team": {k: share(labels == k) for k in HARD_CATEGORIES},
         "per_language_red_team": {lang: share(red & (langs == lang)) for lang in LANGUAGES},
         "per_language_benign": {lang: share(benign & (langs == lang)) for lang in LANGUAGES},
         "counts": {"red_team": int(red.sum()), "benign": int(benign.sum())},
         "thresholds": thresholds,
     }
-    table = Table(title=f"Leaving one author out ({len(args.sets)} authors, {minutes:.1f} min): whole policy")
-    for column in ("set", "red-team blocked", "benign blocked"):
-        table.add_column(column, justify="right" if column != "set" else "left")
-    for s in args.sets:
-        table.add_row(s, f"{result['per_set_red_team'][s]:.1%}", f"{result['per_set_benign'][s]:.1%}")
-    table.add_row("all", f"{result['red_team_blocked']:.1%}", f"{result['benign_blocked']:.2%}")
-    console.print(table)
-    console.print("per category: " + ", ".join(f"{k} {v:.0%}" for k, v in result["per_category_red_team"].items()))
-    console.print("benign per language: "
-                  + ", ".join(f"{k} {v:.1%}" for k, v in result["per_language_benign"].items()))
-    console.print(f"wrote {write_result(args.out, result)}")
 
 
 if __name__ == "__main__":

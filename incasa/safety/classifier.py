@@ -327,18 +327,19 @@ def train(
 def _fit_hidden(
     matrix, targets: np.ndarray, num_classes: int, *, hidden: int = HIDDEN_UNITS, epochs: int = 6,
     dropout: float = 0.2, weight_decay: float = 1e-5, lr: float = 3e-3, seed: int = 0,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One hidden ReLU layer + softmax on a sparse TF-IDF matrix, in torch; returns the four hidden_* arrays.
 
     The first layer is an EmbeddingBag over the sparse row (a sum of rows of an (F, H) matrix weighted by the
     TF-IDF values), so a hidden unit can fire for a conjunction of pieces ("knife" with "throat") and not for either
-    alone; the loss is weighted like class_weight="balanced". CPU, one thread: ~20 s on 30,000 prompts. (A GPU
-    would not help a problem this small.)
+    alone. The loss is weighted as the linear fit's: `sample_weight` ((N,), e.g. `fresh_weights`; None for all 1)
+    times class_weight="balanced" computed from the weighted class counts (scikit-learn >= 1.6 does the same, so
+    row weights move mass within a class, not between classes); each batch's loss is the weighted mean. CPU, one thread: ~20 s on 30,000 prompts. (A GPU would not help a problem this small.)
     """
     import torch
 
     matrix = matrix.tocsr()
-    counts = np.bincount(targets, minlength=num_classes)
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the problem is small, and the machine is shared
@@ -348,7 +349,12 @@ def _fit_hidden(
         first_bias = torch.nn.Parameter(torch.zeros(hidden))
         out = torch.nn.Linear(hidden, num_classes)
         optimizer = torch.optim.AdamW([first.weight, first_bias, *out.parameters()], lr=lr, weight_decay=weight_decay)
-        weight = torch.tensor(len(targets) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+        rows = np.ones(len(targets)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if rows.shape != targets.shape:
+            raise ValueError(f"sample_weight must have one weight per row ({len(targets)}), got shape {rows.shape}")
+        counts = np.bincount(targets, weights=rows, minlength=num_classes)  # (C,) weighted, as scikit-learn's
+        class_weight = rows.sum() / (num_classes * np.maximum(counts, 1e-12))  # (C,)
+        row_weight = torch.tensor(class_weight[targets] * rows, dtype=torch.float32)  # (N,)
         rng = np.random.default_rng(seed)
         for _ in range(epochs):
             order = rng.permutation(len(targets))
@@ -361,7 +367,9 @@ def _fit_hidden(
                     per_sample_weights=torch.from_numpy(sub.data.astype(np.float32)),
                 )
                 h = torch.nn.functional.dropout(torch.relu(h + first_bias), dropout, training=True)
-                loss = torch.nn.functional.cross_entropy(out(h), torch.from_numpy(targets[batch]), weight=weight)
+                w = row_weight[torch.from_numpy(batch)]  # (B,)
+                nll = torch.nn.functional.cross_entropy(out(h), torch.from_numpy(targets[batch]), reduction="none")
+                loss = (w * nll).sum() / w.sum()  # what cross_entropy(weight=class_weight) does, per row
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -377,16 +385,28 @@ def _fit_hidden(
 
 def train_blend(
     texts: list[str], labels: list[str], *, c: float = 20.0, seed: int = 0, name_token: bool = False,
-    org_token: bool = False, **hidden_options,
+    org_token: bool = False, sample_weight: np.ndarray | None = None, **hidden_options,
 ):
     """The linear model (`train`) plus a hidden-layer network on its TF-IDF; returns (ClassifierModel, pipeline).
 
-    The pipeline is the linear one; score batches of the blend with `predict_proba_batch`.
+    Both parts weigh the rows by `sample_weight` ((N,) or None). The pipeline is the linear one; score batches of
+    the blend with `predict_proba_batch`.
     """
-    model, pipeline = train(texts, labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
-    targets = np.array([model.classes.index(y) for y in labels])
+    model, pipeline = train(texts, labels, c=c, seed=seed, name_token=name_token, org_token=org_token,
+                            sample_weight=sample_weight)
+    return add_hidden(model, pipeline, texts, labels, seed=seed, sample_weight=sample_weight, **hidden_options), pipeline
+
+
+def add_hidden(
+    model: ClassifierModel, pipeline, texts: list[str], labels: list[str], *, seed: int = 0,
+    sample_weight: np.ndarray | None = None, **hidden_options,
+) -> ClassifierModel:
+    """`model` (a fitted linear one, with its sklearn `pipeline`) with a hidden layer fitted on the same rows."""
+    targets = np.array([model.classes.index(y) for y in labels])  # (N,)
     matrix = pipeline[0].transform(texts)
-    return replace(model, **_fit_hidden(matrix, targets, len(model.classes), seed=seed, **hidden_options)), pipeline
+    hidden = _fit_hidden(matrix, targets, len(model.classes), seed=seed, sample_weight=sample_weight,
+                         **hidden_options)
+    return replace(model, **hidden)
 
 
 def predict_proba_batch(model: ClassifierModel, matrix) -> np.ndarray:
@@ -408,7 +428,8 @@ def _fit_predict(
                             sample_weight=fit_weights)
         return list(pipeline.classes_), pipeline.predict_proba(val_texts)
     if kind == "blend":
-        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token, org_token=org_token)
+        model, pipeline = train_blend(fit_texts, fit_labels, c=c, seed=seed, name_token=name_token, org_token=org_token,
+                                      sample_weight=fit_weights)
         return list(model.classes), predict_proba_batch(model, pipeline[0].transform(val_texts))
     raise ValueError(f"unknown classifier kind {kind!r}; use 'linear' or 'blend'")
 
@@ -430,8 +451,6 @@ def cross_validated_thresholds(
     """
     from sklearn.model_selection import GroupKFold
 
-    if kind == "blend" and fresh_weight != 1.0:  # before any fit; train_on_prompt_set comes through here first
-        raise ValueError("the blend kind does not take row weights; use fresh_weight=1")
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] for r in rows])
     groups = [r["core"] for r in rows]
@@ -496,11 +515,11 @@ def train_on_prompt_set(
     cv = cross_validated_thresholds(train_rows, c=c, kind=kind, name_token=name_token, org_token=org_token,
                                     fresh_weight=fresh_weight)
     texts, labels = [r["text"] for r in train_rows], [r["label"] for r in train_rows]
+    weights = fresh_weights(train_rows, fresh_weight)  # (N,)
     if kind == "linear":
-        weights = fresh_weights(train_rows, fresh_weight)
         model, _ = train(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
-    else:  # the blend takes no row weights (refused above, in cross_validated_thresholds)
-        model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token)
+    else:
+        model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
     seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     _training_words.cache_clear()

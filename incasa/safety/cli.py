@@ -157,8 +157,6 @@ def train(
     if kind not in ("linear", "blend"):
         raise typer.BadParameter(f"must be linear or blend, got {kind!r}", param_hint="--kind")
     fresh_weight = DEFAULT_FRESH_WEIGHT if fresh_weight is None else fresh_weight
-    if kind == "blend" and fresh_weight != 1.0:
-        raise typer.BadParameter("the blend kind trains without row weights; use --fresh-weight 1", param_hint="--kind")
     out = out or DEFAULT_MODEL
     if not out.parent.is_dir():
         raise typer.BadParameter(f"no folder {out.parent}", param_hint="--out")

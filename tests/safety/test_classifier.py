@@ -119,6 +119,30 @@ def test_hidden_layer_learns_a_conjunction_the_linear_model_cannot():
     assert accuracy(linear) < 0.8
 
 
+def test_row_weights_reach_the_hidden_layer_as_the_linear_model():
+    """An ambiguous text, 50 rows benign and 50 violent, each class padded with 50 rows of an easy text: balanced
+    class weights make it a tie. Row weights x5 on one side's ambiguous rows move mass within that class (the
+    balancing is on weighted counts, as scikit-learn's), to 250 : 300 of it against 50 : 100 on the other side,
+    so the weighted optimum for the ambiguous text is 5/6 : 1/2, P = 0.625 for the heavy side, in both halves."""
+    texts = ["a knife on the table"] * 50 + ["a sunny beach"] * 50 + ["a knife on the table"] * 50 + [
+        "a bloody knife wound"] * 50 + ["swastika flag"] * 100
+    labels = ["benign"] * 100 + ["graphic_violence"] * 100 + ["hate_symbols"] * 100
+    for heavy, winner, loser in ((slice(100, 150), "graphic_violence", "benign"),
+                                 (slice(0, 50), "benign", "graphic_violence")):
+        weights = np.ones(len(texts))
+        weights[heavy] = 5.0
+        blend, _ = train_blend(texts, labels, epochs=20, seed=0, sample_weight=weights)
+        linear_only = replace(blend, hidden_weight=None)
+        probs = linear_only.predict_proba("a knife on the table")
+        assert 0.55 < probs[winner] < 0.7, (winner, probs)
+        # the hidden half alone shows through the zeroed linear half's uniform 1/3: compare the two labels
+        hidden_only = replace(blend, coef=np.zeros_like(blend.coef), intercept=np.zeros_like(blend.intercept))
+        probs = hidden_only.predict_proba("a knife on the table")
+        assert probs[winner] > 1.15 * probs[loser], (winner, probs)
+    with pytest.raises(ValueError, match="sample_weight"):  # scikit-learn refuses first
+        train_blend(texts, labels, epochs=1, sample_weight=np.ones(3))
+
+
 def test_blend_kind_survives_save_load_and_matches_its_batch_scores(tmp_path, small):
     texts, labels, linear, linear_pipeline = small
     model, pipeline = train_blend(texts, labels, epochs=3, seed=0)

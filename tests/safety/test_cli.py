@@ -78,8 +78,7 @@ def test_verify_rejects_non_images(env):
 
 
 def test_train_refuses_bad_options_before_any_work(env):
-    for args, words in ((["--fresh-weight", "0"], "0.01"), (["--kind", "blend", "--fresh-weight", "3"], "row weights"),
-                        (["--kind", "deep"], "linear or blend")):
+    for args, words in ((["--fresh-weight", "0"], "0.01"), (["--kind", "deep"], "linear or blend")):
         result = runner.invoke(app, ["safety", "train", "--out", str(env / "m.safetensors"), *args])
         assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, args
         assert not (env / "m.safetensors").exists()
