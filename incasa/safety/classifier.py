@@ -324,6 +324,41 @@ def train(
     return model, pipeline
 
 
+class _LazyAdam:
+    """Adam for one (F, H) parameter with sparse gradients, updating only the rows a step's gradient names: the
+    update of torch.optim.SparseAdam (moments of untouched rows stay as they are; bias correction by the global step
+    count), written as row gathers and scatters. SparseAdam itself spent ~6 ms per step in `sparse_mask` over the
+    dense moments on this CPU, most of a step on today's 330,000 features."""
+
+    def __init__(self, weight, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.weight, self.lr, self.betas, self.eps, self.steps = weight, lr, betas, eps, 0
+        self.exp_avg = torch.zeros_like(weight.data)  # (F, H)
+        self.exp_avg_sq = torch.zeros_like(weight.data)  # (F, H)
+
+    def zero_grad(self) -> None:
+        self.weight.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        if self.weight.grad is None:
+            return
+        grad = self.weight.grad.coalesce()  # one entry per row the batch touched
+        rows, values = grad.indices()[0], grad.values()  # (R,), (R, H)
+        self.steps += 1
+        beta1, beta2 = self.betas
+        # index_select / index_copy_: on this CPU ~8x faster than advanced indexing for 30,000 rows
+        exp_avg = self.exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)  # (R, H)
+        exp_avg_sq = self.exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        self.exp_avg.index_copy_(0, rows, exp_avg)
+        self.exp_avg_sq.index_copy_(0, rows, exp_avg_sq)
+        step_size = self.lr * (1 - beta2**self.steps) ** 0.5 / (1 - beta1**self.steps)
+        with torch.no_grad():
+            self.weight.index_add_(0, rows, exp_avg / (exp_avg_sq.sqrt() + self.eps), alpha=-step_size)
+
+
 def _fit_hidden(
     matrix, targets: np.ndarray, num_classes: int, *, hidden: int = HIDDEN_UNITS, epochs: int = 6,
     dropout: float = 0.2, weight_decay: float = 1e-5, lr: float = 3e-3, seed: int = 0,
@@ -335,7 +370,12 @@ def _fit_hidden(
     TF-IDF values), so a hidden unit can fire for a conjunction of pieces ("knife" with "throat") and not for either
     alone. The loss is weighted as the linear fit's: `sample_weight` ((N,), e.g. `fresh_weights`; None for all 1)
     times class_weight="balanced" computed from the weighted class counts (scikit-learn >= 1.6 does the same, so
-    row weights move mass within a class, not between classes); each batch's loss is the weighted mean. CPU, one thread: ~20 s on 30,000 prompts. (A GPU would not help a problem this small.)
+    row weights move mass within a class, not between classes); each batch's loss is the weighted mean.
+
+    The (F, H) first layer takes sparse gradients and a lazy Adam (`_LazyAdam`: only the rows of the features a
+    batch contains are updated, with no weight decay); the small rest takes AdamW. A dense AdamW step over all F
+    rows took ~100 ms on today's 330,000 features (12 min per fit of 146,000 prompts, on one core); the lazy step
+    costs what the batch touches. CPU, one thread. (A GPU would not help a problem this small.)
     """
     import torch
 
@@ -344,11 +384,12 @@ def _fit_hidden(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the problem is small, and the machine is shared
     try:
-        first = torch.nn.EmbeddingBag(matrix.shape[1], hidden, mode="sum")
+        first = torch.nn.EmbeddingBag(matrix.shape[1], hidden, mode="sum", sparse=True)
         torch.nn.init.normal_(first.weight, std=0.1)
         first_bias = torch.nn.Parameter(torch.zeros(hidden))
         out = torch.nn.Linear(hidden, num_classes)
-        optimizer = torch.optim.AdamW([first.weight, first_bias, *out.parameters()], lr=lr, weight_decay=weight_decay)
+        optimizers = (_LazyAdam(first.weight, lr=lr),
+                      torch.optim.AdamW([first_bias, *out.parameters()], lr=lr, weight_decay=weight_decay))
         rows = np.ones(len(targets)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if rows.shape != targets.shape:
             raise ValueError(f"sample_weight must have one weight per row ({len(targets)}), got shape {rows.shape}")
@@ -370,9 +411,11 @@ def _fit_hidden(
                 w = row_weight[torch.from_numpy(batch)]  # (B,)
                 nll = torch.nn.functional.cross_entropy(out(h), torch.from_numpy(targets[batch]), reduction="none")
                 loss = (w * nll).sum() / w.sum()  # what cross_entropy(weight=class_weight) does, per row
-                optimizer.zero_grad()
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
                 loss.backward()
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
     finally:
         torch.set_num_threads(threads)
     return {

@@ -290,3 +290,25 @@ def test_an_organisations_name_is_one_placeholder_word_after_the_people():
     assert not any(ORG_TOKEN in g for g in features("fake ANSA screenshot", name_token=True))
     # "nato" is Italian for "born": dropped from the list (scripts/name_lists.py), so it stays a word
     assert "w:nato a" in features("nato a Roma nel 1990", org_token=True)
+
+
+def test_lazy_adam_is_torch_sparse_adam():
+    """The hidden layer's row-wise Adam makes torch.optim.SparseAdam's updates, including rows a step skips."""
+    import torch
+
+    from incasa.safety.classifier import _LazyAdam
+
+    torch.manual_seed(0)
+    ours, ref = (torch.nn.EmbeddingBag(50, 4, mode="sum", sparse=True) for _ in range(2))
+    ref.weight.data.copy_(ours.weight.data)
+    start = ours.weight.detach().clone()
+    optimizers = ((ours, _LazyAdam(ours.weight, lr=0.01)), (ref, torch.optim.SparseAdam([ref.weight], lr=0.01)))
+    for step in range(30):
+        ids = torch.randint(0, 20 if step < 15 else 50, (12,))  # rows 20-49 join late: their moments start later
+        offsets, weights = torch.tensor([0, 5]), torch.rand(12)
+        for bag, optimizer in optimizers:
+            optimizer.zero_grad()
+            bag(ids, offsets, per_sample_weights=weights).square().sum().backward()
+            optimizer.step()
+    assert (ours.weight - ref.weight).abs().max() < 1e-6
+    assert (ours.weight - start).abs().max() > 0.05  # it moved
