@@ -161,9 +161,13 @@ def test_blend_kind_survives_save_load_and_matches_its_batch_scores(tmp_path, sm
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as f:
-        assert set(f.keys()) == {"idf", "coef", "intercept", "hidden_weight", "hidden_bias", "hidden_coef",
-                                 "hidden_intercept"}
+        assert set(f.keys()) == {"idf", "coef", "intercept", "hidden_weight_q", "hidden_weight_scale", "hidden_bias",
+                                 "hidden_coef", "hidden_intercept"}
+        assert f.get_tensor("hidden_weight_q").dtype == np.int8
         assert f.metadata()["kind"] == "blend"
+    # the int8 rows: each entry within half a step (1/254 of its row's largest) of the trained weight
+    step = np.abs(model.hidden_weight).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(loaded.hidden_weight - model.hidden_weight) <= 0.5 * step * 1.01 + 1e-6)
     start = time.process_time()
     for _ in range(200):
         loaded.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")
