@@ -105,7 +105,7 @@ MIN_THRESHOLD = 0.7  # the classifier alone blocks only a category it finds clea
 # Grouped CV is run this many times with concepts dealt into folds differently, and the out-of-fold probabilities
 # averaged: with one split, which hard benign concepts happened to share a fold moved a threshold by up to 0.08.
 CV_REPEATS = 3
-DEFAULT_KIND = "linear"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
+DEFAULT_KIND = "blend"  # what `incasa safety train` fits: "linear" or "blend" (see the ninth round)
 DEFAULT_NAME_TOKEN = True  # public figures' names as one word (`features`; the fifteenth round)
 DEFAULT_ORG_TOKEN = False  # organisations' names as one word (`features`; tried in the sixteenth round)
 DEFAULT_FRESH_WEIGHT = 3.0  # the weight of the fresh sets' rows in training (`fresh_weights`; the eighteenth round)
@@ -237,10 +237,13 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
         "intercept": model.intercept.astype(np.float32),
     }
     if model.hidden_weight is not None:
-        scale = np.abs(model.hidden_weight).max(axis=1) / 127  # (F,)
+        # quantised from the float16-rounded weights, as the shipped file was (its run wrote float16 first), so that
+        # `incasa safety train` rebuilds its tensors exactly; float16 keeps 11 bits, the int8 rows 7
+        weight = model.hidden_weight.astype(np.float16).astype(np.float64)  # (F, H)
+        scale = np.abs(weight).max(axis=1) / 127  # (F,)
         scale = np.where(scale > 0, scale, 1.0).astype(np.float16)
-        tensors["hidden_weight_q"] = np.clip(np.rint(model.hidden_weight / scale.astype(np.float64)[:, None]),
-                                             -127, 127).astype(np.int8)  # (F, H)
+        tensors["hidden_weight_q"] = np.clip(np.rint(weight / scale.astype(np.float64)[:, None]), -127,
+                                             127).astype(np.int8)  # (F, H)
         tensors["hidden_weight_scale"] = scale
         tensors["hidden_coef"] = model.hidden_coef.astype(np.float16)
         tensors["hidden_bias"] = model.hidden_bias.astype(np.float32)
