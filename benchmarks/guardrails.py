@@ -65,7 +65,8 @@ Sets:
   nineteenth, FRESH27_SHA256, FRESH28_SHA256) and fresh29_eval.jsonl and fresh30_eval.jsonl (the twentieth,
   FRESH29_SHA256, FRESH30_SHA256; both rounds scored one candidate, not shipped), fresh31_eval.jsonl and
   fresh32_eval.jsonl (the twenty-second, FRESH31_SHA256, FRESH32_SHA256) and fresh33_eval.jsonl and
-  fresh34_eval.jsonl (the twenty-third, FRESH33_SHA256, FRESH34_SHA256); NOT training data
+  fresh34_eval.jsonl (the twenty-third, FRESH33_SHA256, FRESH34_SHA256) and fresh35_eval.jsonl and
+  fresh36_eval.jsonl (the twenty-fourth, FRESH35_SHA256, FRESH36_SHA256; its candidate shipped); NOT training data
   (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
@@ -117,7 +118,8 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256,
                                     FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256,
                                     FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256,
-                                    FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, LANGUAGES, NAMES17_SHA256,
+                                    FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
+                                    FRESH36_SHA256, LANGUAGES, NAMES17_SHA256,
                                     load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
@@ -129,7 +131,8 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh21": FRESH21_SHA256, "fresh22": FRESH22_SHA256, "fresh23": FRESH23_SHA256, "fresh24": FRESH24_SHA256,
           "fresh25": FRESH25_SHA256, "fresh26": FRESH26_SHA256, "fresh27": FRESH27_SHA256, "fresh28": FRESH28_SHA256,
           "fresh29": FRESH29_SHA256, "fresh30": FRESH30_SHA256, "fresh31": FRESH31_SHA256, "fresh32": FRESH32_SHA256,
-          "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "names17": NAMES17_SHA256}
+          "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "fresh35": FRESH35_SHA256, "fresh36": FRESH36_SHA256,
+          "names17": NAMES17_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -82,8 +82,8 @@ data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' do
 Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
-(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh34: twelve more authors, sealed during rounds
-17-23; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh36: fourteen more authors, sealed during rounds
+17-24; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
 are never part of this build (a test checks it): with the held-out split they are what a trained classifier has not
 seen.
 
@@ -163,9 +163,10 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # while the eighteenth was made (scored once by the shipped classifier, the round's candidate and the seventeenth's),
 # fresh27 and fresh28, sealed while the nineteenth was made, and fresh29 and fresh30, sealed while the twentieth
 # re-tested the nineteenth's candidate (each pair scored once by the shipped classifier and that candidate, which was
-# not shipped), fresh31 and fresh32, sealed while the twenty-second extended the name list, and fresh33 and fresh34,
-# sealed while the twenty-third re-tested the extended list alone (data/README.md).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 35))
+# not shipped), fresh31 and fresh32, sealed while the twenty-second extended the name list, fresh33 and fresh34,
+# sealed while the twenty-third re-tested the extended list alone, and fresh35 and fresh36, sealed while the
+# twenty-fourth trained the blend (data/README.md).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 37))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
@@ -186,6 +187,10 @@ FRESH32_SHA256 = "ec48a66cb982635f5620c3c35840de828c8e0a3210e3eb5e590c63df638a23
 # fresh33 and fresh34: two more, sealed while the twenty-third round re-tested the extended list alone
 FRESH33_SHA256 = "ce5adddb8a33ada966e721f2fc078258f1da82735cb5514b24dc1435a6037376"
 FRESH34_SHA256 = "fd5972f9a803748159dbd65b6dee517da3549102aad074ed136d29a280b79a00"
+# fresh35 and fresh36: two more, sealed while the twenty-fourth round trained the blend (scored once by the shipped
+# classifier and the blend, which shipped)
+FRESH35_SHA256 = "f06578996815c632c5af45840295d580b69b114ac0caecbfa23390e19115d907"
+FRESH36_SHA256 = "c17496d4cf57a21f085a75de9e4c67bb4cfd1bfba36579c23ec08e359104de28"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
