@@ -14,7 +14,7 @@ they always block and no configuration can relax them (`load_policy` raises Valu
 
 and two are *soft*, configurable per deployment: adult_nudity (default "warn") and drugs (default "warn").
 
-How a prompt is scored (`check_prompt`), every step offline and in well under a millisecond:
+How a prompt is scored (`check_prompt`), every step offline and in a few milliseconds (benchmarks/guardrails.py):
 1. `normalize()` undoes obfuscation (leetspeak, spacing, homoglyphs, zero-width characters, accents).
 2. The curated lexicons (`lexicon.py`, data/lexicons.json; en/it/es/fr/de) give each category they see a score
    of 1.0 (a strong term), 0.95 (a pair such as minor + sexual) or 0.55 (a weak hint such as a public name).

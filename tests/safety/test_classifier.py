@@ -55,9 +55,10 @@ def test_training_separates_its_own_data(small):
 def test_shipped_model_is_small_fast_and_complete():
     model = load_model(DEFAULT_MODEL)
     assert set(model.classes) == {"benign", "adult_nudity", *HARD_CATEGORIES}
-    # Our own cap, under the project's 25 MB per shipped file: 4.6 MB in round 7, 8.9 MB in round 11, 12.4 MB in 15,
-    # 13.0 MB in 18.
-    assert DEFAULT_MODEL.stat().st_size < 16_000_000
+    # The project's 25 MB per shipped file: 4.6 MB in round 7, 8.9 MB in round 11, 12.4 MB in 15, 13.0 MB in 18,
+    # 24.2 MB in 24 (the blend: its (F, 32) first layer as int8 rows)
+    assert DEFAULT_MODEL.stat().st_size < 25_000_000
+    assert model.hidden_weight is not None  # kind "blend" since round 24
     assert set(model.thresholds) == set(HARD_CATEGORIES) and model.name_token  # names as one word since round 15
     assert {f"fresh{n}" for n in range(2, 23)} <= set(model.fresh_sets_seen) and "fresh23" not in model.fresh_sets_seen
     assert all(MIN_THRESHOLD <= t < 1.0 for t in model.thresholds.values())  # never below the floor
@@ -165,9 +166,10 @@ def test_blend_kind_survives_save_load_and_matches_its_batch_scores(tmp_path, sm
                                  "hidden_coef", "hidden_intercept"}
         assert f.get_tensor("hidden_weight_q").dtype == np.int8
         assert f.metadata()["kind"] == "blend"
-    # the int8 rows: each entry within half a step (1/254 of its row's largest) of the trained weight
+    # the int8 rows: each entry within half a step (1/254 of its row's largest) of the trained weight, plus the
+    # float16 rounding before it (at most ~0.05 of a step)
     step = np.abs(model.hidden_weight).max(axis=1, keepdims=True) / 127
-    assert np.all(np.abs(loaded.hidden_weight - model.hidden_weight) <= 0.5 * step * 1.01 + 1e-6)
+    assert np.all(np.abs(loaded.hidden_weight - model.hidden_weight) <= 0.6 * step)
     start = time.process_time()
     for _ in range(200):
         loaded.predict_proba("a photorealistic image of a red sports car on a coastal road, cinematic lighting")

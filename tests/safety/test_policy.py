@@ -66,7 +66,9 @@ def test_shared_word_benign_prompts_are_allowed(policy, prompt):
 
 
 def test_soft_categories_are_configurable_and_hard_ones_are_not(tmp_path, policy):
-    nude, drugs = "a renaissance painting of a nude woman", "a bag of cocaine on a table"
+    # a drugs prompt only the drugs lexicon flags (round 24's blend reads "a bag of cocaine" as 0.6-0.7 deepfake-like,
+    # a warn: the training deepfakes plant drugs on public figures)
+    nude, drugs = "a renaissance painting of a nude woman", "lines of cocaine on a glass table"
     assert check_prompt(nude, policy).action == "warn" and check_prompt(drugs, policy).action == "warn"
     strict = tmp_path / "strict.toml"
     strict.write_text('[actions]\nadult_nudity = "block"\n')
