@@ -234,7 +234,7 @@ def save_model(model: ClassifierModel, path: str | Path) -> None:
 
     The blend's (F, H) first layer is stored as int8 with one float16 scale per feature row (absmax / 127): as
     float16 it was 21 MB at today's 330,000 features, which with the linear part's 13 MB would break the 25 MB
-    limit on a shipped file; the rounding moves a row's entries by at most 1/254 of its largest."""
+    limit on a shipped file; the rounding moves a row's entries by about 1/254 of its largest at most."""
     from safetensors.numpy import save_file
 
     vocab = sorted(model.vocabulary, key=model.vocabulary.get)
@@ -347,8 +347,8 @@ def train(
 class _LazyAdam:
     """Adam for one (F, H) parameter with sparse gradients, updating only the rows a step's gradient names: the
     update of torch.optim.SparseAdam (moments of untouched rows stay as they are; bias correction by the global step
-    count), written as row gathers and scatters. SparseAdam itself spent ~6 ms per step in `sparse_mask` over the
-    dense moments on this CPU, most of a step on today's 330,000 features."""
+    count), written as row gathers and scatters (index_select / index_copy_). Timed on one thread, batches of 128
+    rows x 250 features of 330,000: 21 ms per step against SparseAdam's 34 ms; a test checks the two agree."""
 
     def __init__(self, weight, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         import torch
@@ -369,7 +369,7 @@ class _LazyAdam:
         rows, values = grad.indices()[0], grad.values()  # (R,), (R, H)
         self.steps += 1
         beta1, beta2 = self.betas
-        # index_select / index_copy_: on this CPU ~8x faster than advanced indexing for 30,000 rows
+        # index_select / index_copy_: ~8x faster than advanced indexing for 30,000 of 330,000 rows on one thread
         exp_avg = self.exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)  # (R, H)
         exp_avg_sq = self.exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
         self.exp_avg.index_copy_(0, rows, exp_avg)
@@ -389,8 +389,9 @@ def _fit_hidden(
     The first layer is an EmbeddingBag over the sparse row (a sum of rows of an (F, H) matrix weighted by the
     TF-IDF values), so a hidden unit can fire for a conjunction of pieces ("knife" with "throat") and not for either
     alone. The loss is weighted as the linear fit's: `sample_weight` ((N,), e.g. `fresh_weights`; None for all 1)
-    times class_weight="balanced" computed from the weighted class counts (scikit-learn >= 1.6 does the same, so
-    row weights move mass within a class, not between classes); each batch's loss is the weighted mean.
+    times class_weight="balanced" computed from the weighted class counts, as the installed scikit-learn (1.9) does
+    for the linear fit, so row weights move mass within a class, not between classes; each batch's loss is the
+    weighted mean.
 
     The (F, H) first layer takes sparse gradients and a lazy Adam (`_LazyAdam`: only the rows of the features a
     batch contains are updated, with no weight decay); the small rest takes AdamW. A dense AdamW step over all F
