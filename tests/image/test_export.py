@@ -192,7 +192,8 @@ def test_bad_input_gives_one_line_and_exit_2(case, tiny_checkpoint, tiny_onnx, t
             "not_empty": ("export", "onnx", tmp_path / "full", "-c", tiny_checkpoint),
             "missing_ckpt": ("export", "onnx", tmp_path / "o", "-c", tmp_path / "nope.safetensors"),
             "backend_without_dir": ("generate", "a red square", "-c", tiny_checkpoint, "--backend", "onnx"),
-            "dir_from_other_checkpoint": ("generate", "a red square", "-n", 1, "--steps", 1, "-o", tmp_path / "g",
+            # a prompt the guardrail passes without a warning line (round 24's classifier warns on "a red square")
+            "dir_from_other_checkpoint": ("generate", "a red apple", "-n", 1, "--steps", 1, "-o", tmp_path / "g",
                                           "--backend", "onnx", "--onnx-dir", tiny_onnx)}[case]
     r = _run(*args)
     assert r.exit_code == 2, r.output
