@@ -126,7 +126,7 @@ def check_image_cmd(
 @app.command(
     help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh22 (training data since "
          "round 11, their rows weighted by --fresh-weight; fresh23-fresh36 and the names17 probe stay held out) and "
-         "other projects' docstrings (benign non-prompt text), and retrain the prompt classifier (~15 min on one "
+         "other projects' docstrings (benign non-prompt text), and retrain the prompt classifier (~45 min on one "
          "core).",
 )
 def train(
