@@ -585,7 +585,9 @@ def train_on_prompt_set(
         model, _ = train(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
     else:
         model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
-    seen = sorted({fresh_set_of(r) for r in train_rows} - {None}, key=lambda n: int(n[5:] or 1))
+    # the evaluation sets it saw (the short-prompt sets were training data from the start)
+    seen = sorted({n for n in map(fresh_set_of, train_rows) if n and n.startswith("fresh")},
+                  key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
     _training_words.cache_clear()
     save_model(model, out_path)

@@ -110,7 +110,7 @@ import os
 import random
 from pathlib import Path
 
-from incasa.safety.normalize import HOMOGLYPHS
+from incasa.safety.normalize import HOMOGLYPHS, normalize
 
 DATA_DIR = Path(__file__).parent / "data"
 # The fresh sets (never edited; evaluation only until the eleventh round, training data since; see data/README.md).
@@ -191,6 +191,16 @@ FRESH34_SHA256 = "fd5972f9a803748159dbd65b6dee517da3549102aad074ed136d29a280b79a
 # classifier and the blend, which shipped)
 FRESH35_SHA256 = "f06578996815c632c5af45840295d580b69b114ac0caecbfa23390e19115d907"
 FRESH36_SHA256 = "c17496d4cf57a21f085a75de9e4c67bb4cfd1bfba36579c23ec08e359104de28"
+# The twenty-fifth round's short-prompt sets (data/README.md): three independent authors' prompts of 1-6 words (per
+# language 40 ordinary and 30 shared-word benign, 3 per hard category) as training rows, weighted like a fresh set's;
+# and a fourth author's sealed probe of the same shape (per language 20 + 20 benign, 2 per hard category), never
+# training data. A short prompt equal to a held-out prompt is left out of training (`_short_rows`).
+SHORT_FILES = tuple(DATA_DIR / f"short25{x}_train.jsonl" for x in "abc")
+SHORT_SHA256 = ("8719cf7eaa9ccbfb14fbacde29015e703c8a36494d9c9adb7fc4e3069350d1ff",
+                "e2259bd041db713999eb16ef3bccab66f9ab9c26851af4f1ef617b6a72cf1578",
+                "9264aa405288c2bfb8d9c895dbd62c1a46587337a03a76e86ebf51f86d2e2695")
+SHORTPROBE25_FILE = DATA_DIR / "shortprobe25_eval.jsonl"
+SHORTPROBE25_SHA256 = "36cab34c4bcc5a5ffc3a269ca50af58761fc584d04b5631d9c7f330ab9b76f48"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
@@ -446,7 +456,27 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
     if widen:  # since the eleventh round the fresh sets are training data too (see `_fresh_rows`)
         rows += _fresh_rows(data_dir)
         rows += _nonprompt_rows(data_dir)
+        rows += _short_rows(data_dir, {normalize(r["text"]) for r in rows if r["split"] == "test"})
     return rows
+
+
+def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
+    """The normalised text of every prompt of the held-out sets: fresh23-fresh36, names17 and the short probe."""
+    paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE)]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise ValueError(f"held-out sets missing: {missing}")
+    return {normalize(json.loads(line)["text"]) for path in paths
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def _short_rows(data_dir: Path, test_texts: set[str]) -> list[dict]:
+    """The short-prompt sets (`SHORT_FILES`, since the twenty-fifth round) as training rows, less every prompt equal
+    after normalisation to a held-out one (`test_texts`: the seeds' held-out split; `held_out_texts`): a two-word
+    prompt an author writes ("a red apple") is often one another author wrote for a held-out set, and training on
+    it would turn that held-out prompt into a seen one."""
+    held_out = test_texts | held_out_texts(data_dir)
+    return [r for r in _authored_rows(data_dir, SHORT_FILES) if normalize(r["text"]) not in held_out]
 
 
 NONPROMPT_SECTION = "nonprompt"
@@ -467,9 +497,10 @@ def _nonprompt_rows(data_dir: Path) -> list[dict]:
 
 
 def fresh_set_of(row: dict) -> str | None:
-    """The fresh set a training row was built from ("fresh8"), or None for a row built from the seeds."""
+    """The authored set a training row was built from, one row per prompt: a fresh set ("fresh8") or a short-prompt
+    set ("short25a"); None for a row built from the seeds."""
     key = row["core"].split("/", 1)[1]
-    return key.split(".", 1)[0] if key.startswith("fresh") else None
+    return key.split(".", 1)[0] if key.startswith(("fresh", "short")) else None
 
 
 def _fresh_rows(data_dir: Path) -> list[dict]:
@@ -482,8 +513,13 @@ def _fresh_rows(data_dir: Path) -> list[dict]:
     languages' prompts of that number, so that grouped cross-validation keeps them in one fold (fresh4's
     languages were written from a shared list of scenarios; in the later sets they merely share a number).
     """
+    return _authored_rows(data_dir, FRESH_FILES)
+
+
+def _authored_rows(data_dir: Path, paths: tuple[Path, ...]) -> list[dict]:
+    """One training row per prompt of the authored sets `paths` (the fresh sets' JSONL shape)."""
     rows = []
-    for path in FRESH_FILES:
+    for path in paths:
         for line in (data_dir / path.name).read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
