@@ -338,7 +338,7 @@ def main() -> None:
               "looser_targets": looser,
               "config": {"min_cosine": cfg.min_cosine, "num_neighbours": cfg.num_neighbours,
                          "rival_weight": dv.RIVAL_WEIGHT, "rival_floor": dv.RIVAL_FLOOR,
-                         "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE,
+                         "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE, **tone_config(),
                          "verifier": verifier_command()},
               "index_size": len(index), "indexed_with_pixel_twins": sum(len(t) > 1 for t in pixel_twins.values()),
               "indexed_with_mirror_twins": sum(len(twins[n]) > len(pixel_twins.get(n, {n})) for n in twins),
@@ -373,8 +373,15 @@ def report_calibration(cal: list[dict], thresholds: dict[str, float], timings: l
         "benchmark": "dejavu", "split": "calibration half only, at thresholds chosen on it", "target_precision": TARGET,
         "thresholds": thresholds, "rows": rows, "search_and_verify_ms_mean": ms,
         "config": {"rival_weight": dv.RIVAL_WEIGHT, "rival_floor": dv.RIVAL_FLOOR,
-                   "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE, "verifier": verifier_command()}})
+                   "mirror_twin_tolerance": dv.MIRROR_TWIN_TOLERANCE, **tone_config(),
+                   "verifier": verifier_command()}})
     console.print(f"wrote {out}")
+
+
+def tone_config() -> dict:
+    """The made-up skin-tone rivals' settings (dejavu_verify.tone_rivals, tone_penalty)."""
+    return {"skin_tone_steps": list(dv.SKIN_TONE_STEPS), "skin_l_step": dv.SKIN_L_STEP,
+            "tone_rival_weight": dv.TONE_RIVAL_WEIGHT, "tone_rival_margin": dv.TONE_RIVAL_MARGIN}
 
 
 def verifier_command() -> str:

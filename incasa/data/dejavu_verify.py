@@ -84,6 +84,12 @@ RIVAL_WEIGHT = 0.25
 RIVAL_FLOOR = -8.0
 # two thumbnails closer than this (mean |a - mirror(b)| of 255) are mirror twins: one picture, no rivals
 MIRROR_TWIN_TOLERANCE = 0.5
+# the skin-tone rivals (tone_rivals): the original's skin re-toned by these many steps of SKIN_L_STEP in CIELAB
+# lightness; a candidate loses TONE_RIVAL_WEIGHT logits per logit a rival comes closer than TONE_RIVAL_MARGIN to it
+SKIN_TONE_STEPS = (-2, -1, 1, 2)
+SKIN_L_STEP = 14.0
+TONE_RIVAL_WEIGHT = 2.0
+TONE_RIVAL_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class AlignedPair:
     ecc: float  # the ECC correlation of the alignment (0: it failed)
     colour: np.ndarray  # 4: gain, luma, hue, offset of the colour fit
     mirrored: bool  # the original was mirrored to match
+    warp: np.ndarray | None = None  # 2×3 affine warp (query frame -> original), None when the alignment failed
 
 
 def _ecc(q_grey: np.ndarray, o_grey: np.ndarray, init: np.ndarray, blur: int) -> tuple[float, np.ndarray] | None:
@@ -114,20 +121,30 @@ def align(query_HW3: np.ndarray, original_HW3: np.ndarray) -> tuple[float, np.nd
     Coarse to fine: the affine fit on both pictures blurred (sigma 2: a wide basin, so 10° rotations and 30 % crops
     converge), refined on the sharp pictures. The valid mask is where the warped original has content, eroded by a
     pixel because the border mixes in the fill value."""
+    cc, _, warped, valid = _align(query_HW3, original_HW3)
+    return cc, warped, valid
+
+
+def _align(query_HW3: np.ndarray, original_HW3: np.ndarray, start: np.ndarray | None = None
+           ) -> tuple[float, np.ndarray | None, np.ndarray, np.ndarray]:
+    """:func:`align`, plus the warp (None when it failed); ``start``: a 2×3 warp to refine on the sharp pictures
+    instead of the coarse-to-fine search (a picture known to sit where another one did)."""
     q_grey = np.ascontiguousarray(query_HW3 @ _LUM)
     o_grey = np.ascontiguousarray(original_HW3 @ _LUM)
     eye = np.eye(2, 3, dtype=np.float32)
-    coarse = _ecc(cv2.GaussianBlur(q_grey, (0, 0), 2), cv2.GaussianBlur(o_grey, (0, 0), 2), eye, 1)
-    fine = _ecc(q_grey, o_grey, coarse[1] if coarse is not None else eye, 3)
-    fit = fine or coarse or _ecc(q_grey, o_grey, eye, 5)
+    fit = _ecc(q_grey, o_grey, start, 3) if start is not None else None
+    if fit is None:
+        coarse = _ecc(cv2.GaussianBlur(q_grey, (0, 0), 2), cv2.GaussianBlur(o_grey, (0, 0), 2), eye, 1)
+        fine = _ecc(q_grey, o_grey, coarse[1] if coarse is not None else eye, 3)
+        fit = fine or coarse or _ecc(q_grey, o_grey, eye, 5)
     if fit is None:  # no alignment at all: the verdict will see "nothing matches"
-        return 0.0, np.zeros_like(query_HW3), np.zeros(query_HW3.shape[:2], bool)
+        return 0.0, None, np.zeros_like(query_HW3), np.zeros(query_HW3.shape[:2], bool)
     cc, warp = fit
     size = (query_HW3.shape[1], query_HW3.shape[0])
     warped = cv2.warpAffine(original_HW3, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(-1.0, -1.0, -1.0))
     valid = cv2.erode((warped.min(-1) >= 0).astype(np.uint8), _KERNEL3).astype(bool)
-    return float(cc), np.clip(warped, 0, 1), valid
+    return float(cc), warp, np.clip(warped, 0, 1), valid
 
 
 def _colour_design(x_N3: np.ndarray) -> np.ndarray:
@@ -161,20 +178,23 @@ def colour_fit(query_HW3: np.ndarray, warped_HW3: np.ndarray, valid_HW: np.ndarr
     return fitted.astype(np.float32), coef.astype(np.float32)
 
 
-def align_pair(query_thumb: np.ndarray, original_thumb: np.ndarray) -> AlignedPair:
-    """Align a uint8 candidate thumbnail and an indexed one: both orientations of the original, the better kept."""
+def align_pair(query_thumb: np.ndarray, original_thumb: np.ndarray, like: AlignedPair | None = None) -> AlignedPair:
+    """Align a uint8 candidate thumbnail and an indexed one: both orientations of the original, the better kept.
+    ``like``: the alignment of a picture with the same outlines (a :func:`tone_rivals` recolouring of this original):
+    its orientation is kept and its warp only refined, a quarter of the work."""
     q = query_thumb.astype(np.float32) / 255
     o = original_thumb.astype(np.float32) / 255
     best = None
-    for mirrored in (False, True):
-        cc, warped, valid = align(q, np.ascontiguousarray(o[:, ::-1]) if mirrored else o)
+    for mirrored in (like.mirrored,) if like is not None and like.warp is not None else (False, True):
+        cc, warp, warped, valid = _align(q, np.ascontiguousarray(o[:, ::-1]) if mirrored else o,
+                                         like.warp if like is not None else None)
         if best is None or cc > best[0]:
-            best = (cc, warped, valid, mirrored)
-    cc, warped, valid, mirrored = best
+            best = (cc, warped, valid, mirrored, warp)
+    cc, warped, valid, mirrored, warp = best
     if valid.sum() < 0.25 * valid.size:  # alignment failed or almost no overlap: no colour fit to speak of
-        return AlignedPair(q, warped, warped, valid, cc, _NO_CHANGE.copy(), mirrored)
+        return AlignedPair(q, warped, warped, valid, cc, _NO_CHANGE.copy(), mirrored, warp)
     fitted, coef = colour_fit(q, warped, valid)
-    return AlignedPair(q, fitted, warped, valid, cc, coef, mirrored)
+    return AlignedPair(q, fitted, warped, valid, cc, coef, mirrored, warp)
 
 
 def residual_statistics(query_NHW3: np.ndarray, fitted_NHW3: np.ndarray, warped_NHW3: np.ndarray,
@@ -336,15 +356,68 @@ def explain_away(logit_K: np.ndarray, same_KK: np.ndarray | None = None) -> np.n
     return out
 
 
+def skin_mask(thumb_HW3: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the skin-coloured pixels of a uint8 thumbnail — CIELAB hue 30-75° (orange to tan; the default
+    yellow of hands and faces is ~90°, so it stays out), chroma 8-60, lightness 20-95 — less thin strokes (a 3×3
+    opening): the anti-aliased edge of an orange shape is skin-coloured too, but a face or a hand is not one pixel
+    wide."""
+    lab = cv2.cvtColor(thumb_HW3.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    lightness, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    hue, chroma = np.degrees(np.arctan2(b, a)), np.hypot(a, b)
+    mask = (hue > 30) & (hue < 75) & (chroma > 8) & (chroma < 60) & (lightness > 20) & (lightness < 95)
+    return cv2.dilate(cv2.erode(mask.astype(np.uint8), _KERNEL3), _KERNEL3).astype(bool)
+
+
+def tone_rivals(thumb_HW3: np.ndarray) -> list[np.ndarray]:
+    """The same picture in other skin tones, made up: its skin (:func:`skin_mask`) made lighter or darker by
+    SKIN_TONE_STEPS × SKIN_L_STEP in CIELAB lightness, hue and chroma kept (the five emoji skin tones lie ~12-16
+    apart in lightness). None at all when under 3 % of the picture is skin: a fruit's orange rim is no person."""
+    mask = skin_mask(thumb_HW3)
+    if mask.mean() < 0.03:
+        return []
+    lab = cv2.cvtColor(thumb_HW3.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    out = []
+    for step in SKIN_TONE_STEPS:
+        moved = lab.copy()
+        moved[..., 0][mask] = np.clip(moved[..., 0][mask] + step * SKIN_L_STEP, 0, 100)
+        out.append((np.clip(cv2.cvtColor(moved, cv2.COLOR_LAB2RGB), 0, 1) * 255 + 0.5).astype(np.uint8))
+    return out
+
+
+def tone_penalty(logit: float, rival_logits: np.ndarray) -> float:
+    """How many logits a candidate loses to its made-up skin-tone rivals: TONE_RIVAL_WEIGHT per logit the best rival
+    comes closer than TONE_RIVAL_MARGIN to it (0 with no rivals)."""
+    if len(rival_logits) == 0:
+        return 0.0
+    return TONE_RIVAL_WEIGHT * max(0.0, float(np.max(rival_logits)) - logit + TONE_RIVAL_MARGIN)
+
+
 def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[float],
            verifier: Verifier | None = None) -> np.ndarray:
     """P(copy) of the candidate against each original thumbnail (with its embedding cosine), the candidates judged
-    together: each one's CNN logit goes through :func:`explain_away` before the sigmoid."""
+    together: each one's CNN logit goes through :func:`explain_away`, less its :func:`tone_penalty`, before the
+    sigmoid.
+
+    The tone penalty is the same idea as explain_away for the hard negative explain_away cannot see: another skin
+    tone of an indexed emoji whose other tones were never indexed. Such a query fits its one indexed sibling almost
+    as well as a copy would (a skin tone is a colour change of a large region, and a strong colour jitter is one of
+    the copy transforms), but it fits that sibling *re-toned* (:func:`tone_rivals`) as well or better, which a copy
+    of the original does not: a copy's own tone is the original's."""
     if not originals:
         return np.zeros(0)
-    packed = [pack(align_pair(query_thumb, o), c) for o, c in zip(originals, cosines)]
+    verifier = verifier or load_verifier()
+    pairs = [align_pair(query_thumb, o) for o in originals]
     same = np.array([[twins(a, b) for b in originals] for a in originals])
-    logit = explain_away((verifier or load_verifier()).logit(packed), same)
+    raw = verifier.logit([pack(p, c) for p, c in zip(pairs, cosines)])  # K
+    logit = explain_away(raw, same)
+    rivals = [tone_rivals(o) for o in originals]
+    rival_packed = [pack(align_pair(query_thumb, r, like=p), c)
+                    for rs, p, c in zip(rivals, pairs, cosines) for r in rs]
+    if rival_packed:
+        rival_logit, start = verifier.logit(rival_packed), 0
+        for i, rs in enumerate(rivals):
+            logit[i] -= tone_penalty(raw[i], rival_logit[start:start + len(rs)])
+            start += len(rs)
     return 0.5 * (1 + np.tanh(0.5 * logit))  # the sigmoid, without overflow
 
 

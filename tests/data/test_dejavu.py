@@ -151,6 +151,38 @@ def test_a_rival_that_fits_as_well_discounts_a_candidate_and_twins_are_no_rivals
     assert len(dv.explain_away(np.zeros(0))) == 0
 
 
+def test_made_up_skin_tones_recolour_the_skin_only_and_discount_another_tone_more_than_a_copy():
+    medium = dejavu.thumbnail(figure("medium", 5))
+    mask = dv.skin_mask(medium)
+    assert 0.05 < mask.mean() < 0.4  # the face and the hands, not the shirt, hair, eyes or the white ground
+    rivals = dv.tone_rivals(medium)
+    assert len(rivals) == len(dv.SKIN_TONE_STEPS)
+    for rival, step in zip(rivals, dv.SKIN_TONE_STEPS):
+        assert np.array_equal(rival[~mask], medium[~mask])  # only the skin changes
+        moved = rival[mask].astype(float).mean() - medium[mask].astype(float).mean()
+        assert np.sign(moved) == np.sign(step)  # a step up is lighter, a step down darker
+    # no skin, no rivals: a grey square on white, and a yellow (default-tone) face
+    grey = np.full((48, 48, 3), 255, np.uint8)
+    grey[10:38, 10:38] = 128
+    yellow = np.full((48, 48, 3), 255, np.uint8)
+    yellow[8:40, 8:40] = (252, 200, 40)
+    assert dv.tone_rivals(grey) == [] and dv.tone_rivals(yellow) == []
+    assert dv.tone_penalty(3.0, np.zeros(0)) == 0.0
+    assert dv.tone_penalty(3.0, np.array([-5.0, 0.0])) == 0.0  # every rival far worse: no penalty
+    assert dv.tone_penalty(3.0, np.array([3.0])) == dv.TONE_RIVAL_WEIGHT * dv.TONE_RIVAL_MARGIN
+    # a JPEG copy of the indexed figure loses less to the made-up tones than the figure in another tone does
+    light = dejavu.thumbnail(figure("light", 5))
+    copy = dejavu.thumbnail(TRANSFORMS["jpeg"](figure("medium", 5), random.Random(1)))
+    verifier = dv.load_verifier()
+
+    def penalty(query: np.ndarray, original: np.ndarray) -> float:
+        raw = verifier.logit([dv.pack(dv.align_pair(query, original), 0.99)])[0]
+        rival = verifier.logit([dv.pack(dv.align_pair(query, r), 0.99) for r in dv.tone_rivals(original)])
+        return dv.tone_penalty(raw, rival)
+
+    assert penalty(copy, medium) < penalty(light, medium)
+
+
 def test_a_mirror_twin_is_the_same_picture_not_a_rival_but_a_mirrored_other_tone_is_a_rival():
     light, medium = dejavu.thumbnail(figure("light", 3)), dejavu.thumbnail(figure("medium", 3))
     mirror = np.ascontiguousarray(light[:, ::-1])
