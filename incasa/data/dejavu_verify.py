@@ -408,7 +408,7 @@ def tone_penalty(logit: float, rival_logits: np.ndarray) -> float:
 
 
 def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[float],
-           verifier: Verifier | None = None) -> np.ndarray:
+           verifier: Verifier | None = None, skin_tones: bool = True) -> np.ndarray:
     """P(copy) of the candidate against each original thumbnail (with its embedding cosine), the candidates judged
     together: each one's CNN logit goes through :func:`explain_away`, less its :func:`tone_penalty`, before the
     sigmoid.
@@ -417,7 +417,8 @@ def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[f
     tone of an indexed emoji whose other tones were never indexed. Such a query fits its one indexed sibling almost
     as well as a copy would (a skin tone is a colour change of a large region, and a strong colour jitter is one of
     the copy transforms), but it fits that sibling *re-toned* (:func:`tone_rivals`) as well or better, which a copy
-    of the original does not: a copy's own tone is the original's."""
+    of the original does not: a copy's own tone is the original's. ``skin_tones=False`` skips it (a third of the
+    work on pictures with skin)."""
     if not originals:
         return np.zeros(0)
     verifier = verifier or load_verifier()
@@ -425,7 +426,7 @@ def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[f
     same = np.array([[twins(a, b) for b in originals] for a in originals])
     raw = verifier.logit([pack(p, c) for p, c in zip(pairs, cosines)])  # K
     logit = explain_away(raw, same)
-    rivals = [tone_rivals(o) for o in originals]
+    rivals = [tone_rivals(o) if skin_tones else [] for o in originals]
     rival_packed = [pack(align_pair(query_thumb, r, like=p), c)
                     for rs, p, c in zip(rivals, pairs, cosines) for r in rs]
     if rival_packed:

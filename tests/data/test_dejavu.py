@@ -181,6 +181,16 @@ def test_made_up_skin_tones_recolour_the_skin_only_and_discount_another_tone_mor
         return dv.tone_penalty(raw, rival)
 
     assert penalty(copy, medium) < penalty(light, medium)
+    # verify() subtracts the penalty from the joint verdict; skin_tones=False (DejaVuConfig.tone_rivals) skips it
+    plain = dv.verify(light, [medium], [0.99], skin_tones=False)
+    logit = dv.explain_away(verifier.logit([dv.pack(dv.align_pair(light, medium), 0.99)]))[0]
+    assert np.isclose(plain[0], 1 / (1 + np.exp(-logit)))
+    assert np.isclose(dv.verify(light, [medium], [0.99])[0], 1 / (1 + np.exp(-(logit - penalty(light, medium)))))
+    idx = dejavu.SeenIndex(None)
+    idx.add("medium", "sha", dejavu.describe(figure("medium", 5)), "run-a")
+    query = dejavu.describe(figure("light", 5))
+    off = idx.verified(query, dejavu.DejaVuConfig(tone_rivals=False))[0][2]
+    assert np.isclose(off, plain[0], atol=1e-6) and idx.verified(query, dejavu.DejaVuConfig())[0][2] < off
 
 
 def test_a_mirror_twin_is_the_same_picture_not_a_rival_but_a_mirrored_other_tone_is_a_rival():
