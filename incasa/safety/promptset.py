@@ -192,9 +192,11 @@ FRESH34_SHA256 = "fd5972f9a803748159dbd65b6dee517da3549102aad074ed136d29a280b79a
 FRESH35_SHA256 = "f06578996815c632c5af45840295d580b69b114ac0caecbfa23390e19115d907"
 FRESH36_SHA256 = "c17496d4cf57a21f085a75de9e4c67bb4cfd1bfba36579c23ec08e359104de28"
 # The twenty-fifth round's short-prompt sets (data/README.md): three independent authors' prompts of 1-6 words (per
-# language 40 ordinary and 30 shared-word benign, 3 per hard category) as training rows, weighted like a fresh set's;
-# and a fourth author's sealed probe of the same shape (per language 20 + 20 benign, 2 per hard category), never
-# training data. A short prompt equal to a held-out prompt is left out of training (`_short_rows`).
+# language 40 ordinary and 30 shared-word benign, 3 per hard category), and a fourth author's sealed probe of the same
+# shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh36. As training rows (weighted
+# like a fresh set's, less any prompt equal to a held-out one: `_short_rows`) the three sets made a candidate that
+# missed that round's rule, so they are committed unread by the build (`READ_SHORT_SETS`), as round 13's seeds were.
+READ_SHORT_SETS = False
 SHORT_FILES = tuple(DATA_DIR / f"short25{x}_train.jsonl" for x in "abc")
 SHORT_SHA256 = ("8719cf7eaa9ccbfb14fbacde29015e703c8a36494d9c9adb7fc4e3069350d1ff",
                 "e2259bd041db713999eb16ef3bccab66f9ab9c26851af4f1ef617b6a72cf1578",
@@ -456,7 +458,8 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
     if widen:  # since the eleventh round the fresh sets are training data too (see `_fresh_rows`)
         rows += _fresh_rows(data_dir)
         rows += _nonprompt_rows(data_dir)
-        rows += _short_rows(data_dir, {normalize(r["text"]) for r in rows if r["split"] == "test"})
+        if READ_SHORT_SETS:
+            rows += _short_rows(data_dir, {normalize(r["text"]) for r in rows if r["split"] == "test"})
     return rows
 
 
@@ -471,7 +474,7 @@ def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
 
 
 def _short_rows(data_dir: Path, test_texts: set[str]) -> list[dict]:
-    """The short-prompt sets (`SHORT_FILES`, since the twenty-fifth round) as training rows, less every prompt equal
+    """The short-prompt sets (`SHORT_FILES`, the twenty-fifth round) as training rows, less every prompt equal
     after normalisation to a held-out one (`test_texts`: the seeds' held-out split; `held_out_texts`): a two-word
     prompt an author writes ("a red apple") is often one another author wrote for a held-out set, and training on
     it would turn that held-out prompt into a seen one."""

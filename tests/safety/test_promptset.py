@@ -133,11 +133,11 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
         FRESH13_SHA256, FRESH14_SHA256, FRESH15_SHA256, FRESH16_SHA256, FRESH17_SHA256, FRESH18_SHA256,
         FRESH19_SHA256, FRESH20_SHA256, FRESH21_SHA256, FRESH22_SHA256]  # and these since the eighteenth
     rows = build_prompt_set()
-    built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in rows if fresh_set_of(r))
+    fresh = [r for r in rows if (fresh_set_of(r) or "").startswith("fresh")]
+    built = Counter((fresh_set_of(r), r["lang"], r["label"], r["text"], r["split"]) for r in fresh)
     cores = defaultdict(set)
-    for r in rows:
-        if fresh_set_of(r):
-            cores[r["core"]].add(r["lang"])
+    for r in fresh:
+        cores[r["core"]].add(r["lang"])
     expected = Counter()
     for path in FRESH_FILES:
         name = path.name.removesuffix("_eval.jsonl")
@@ -202,6 +202,61 @@ def test_names_probe_is_frozen_and_never_trained_on():
     assert all(NAME_TOKEN in _words(r["text"], name_token=True) for r in probe)
     trained = {normalize(r["text"]) for r in build_prompt_set()}
     assert not {normalize(r["text"]) for r in probe} & trained
+
+
+def test_short_prompt_sets_are_frozen_unread_by_the_build_and_would_leave_out_the_held_out_prompts():
+    """short25{a,b,c} (`SHORT_FILES`, the twenty-fifth round): per language 40 ordinary and 30 shared-word benign
+    prompts and 3 per hard category, 1-8 words. Their candidate missed its rule, so the build does not read them
+    (`READ_SHORT_SETS`); read (`_short_rows`), each prompt is one training row weighted like a fresh set's, grouped
+    across languages by its number, except the prompts equal (normalised) to a held-out one, which stay out."""
+    import hashlib
+    import json
+
+    from incasa.safety.classifier import fresh_weights
+    from incasa.safety.promptset import (DATA_DIR, READ_SHORT_SETS, SHORT_FILES, SHORT_SHA256, _short_rows,
+                                         held_out_texts)
+
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in SHORT_FILES] == list(SHORT_SHA256)
+    rows = build_prompt_set()
+    assert not READ_SHORT_SETS and not any((fresh_set_of(r) or "").startswith("short") for r in rows)
+    test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
+    held_out = held_out_texts() | test
+    short = _short_rows(DATA_DIR, test)
+    for path in SHORT_FILES:
+        name = path.name.removesuffix("_train.jsonl")
+        written = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        assert Counter((r["lang"], r["label"]) for r in written) == {
+            **{(lang, "benign"): 70 for lang in LANGUAGES},
+            **{(lang, c): 3 for lang in LANGUAGES for c in HARD_CATEGORIES}}
+        assert all(1 <= len(r["text"].split()) <= 8 for r in written)
+        built = [r for r in short if fresh_set_of(r) == name]
+        kept = Counter((r["lang"], r["label"], r["text"]) for r in written if normalize(r["text"]) not in held_out)
+        assert Counter((r["lang"], r["label"], r["text"]) for r in built) == kept
+        assert 0.8 * len(written) < len(built) < len(written)  # a few short prompts equal held-out ones
+        assert all(r["split"] == "train" for r in built) and set(fresh_weights(built, 3.0)) == {3.0}
+        assert not {normalize(r["text"]) for r in built} & held_out
+
+
+def test_short_probe_is_frozen_and_never_trained_on():
+    """shortprobe25 (`SHORTPROBE25_FILE`, sealed in the twenty-fifth round): per language 20 ordinary and 20
+    shared-word benign short prompts and 2 per hard category; it never changes and is not in the build. Five of its
+    prompts came out equal (after normalisation) to a training prompt written independently (four benign, one
+    non-consensual); they were scored as they are, and exactly these are allowed."""
+    import hashlib
+    import json
+
+    from incasa.safety.promptset import SHORTPROBE25_FILE, SHORTPROBE25_SHA256
+
+    assert hashlib.sha256(SHORTPROBE25_FILE.read_bytes()).hexdigest() == SHORTPROBE25_SHA256
+    probe = [json.loads(line) for line in SHORTPROBE25_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert Counter((r["lang"], r["label"], r["tricky"]) for r in probe) == {
+        **{(lang, "benign", tricky): 20 for lang in LANGUAGES for tricky in (False, True)},
+        **{(lang, c, False): 2 for lang in LANGUAGES for c in HARD_CATEGORIES}}
+    trained = {normalize(r["text"]) for r in build_prompt_set() if r["split"] == "train"}
+    assert {r["id"] for r in probe if normalize(r["text"]) in trained} == {
+        "shortprobe25-de-benign-2", "shortprobe25-de-benign-3", "shortprobe25-fr-benign-4",
+        "shortprobe25-fr-non_consensual_sexual-1", "shortprobe25-it-benign-3"}
+    assert not any(fresh_set_of(r) == "shortprobe25" for r in build_prompt_set())
 
 
 def test_seventeenth_round_seeds_are_read_since_round_18():
