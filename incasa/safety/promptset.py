@@ -83,9 +83,10 @@ Eighteenth round: fresh19-fresh22 are training data too, and so are the seventee
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
 (`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh36: fourteen more authors, sealed during rounds
-17-24; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it) and the names probe (`NAMES17_FILE`)
-are never part of this build (a test checks it): with the held-out split they are what a trained classifier has not
-seen.
+17-24; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
+and the short-prompt probe (`SHORTPROBE25_FILE`) are never part of this build (a test checks it): with the held-out
+split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
+(`SHORT_FILES`) are committed but not read (`READ_SHORT_SETS`): their candidate missed that round's rule.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
