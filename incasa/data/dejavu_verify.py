@@ -386,7 +386,8 @@ def skin_mask(thumb_HW3: np.ndarray) -> np.ndarray:
 def tone_rivals(thumb_HW3: np.ndarray) -> list[np.ndarray]:
     """The same picture in other skin tones, made up: its skin (:func:`skin_mask`) made lighter or darker by
     SKIN_TONE_STEPS × SKIN_L_STEP in CIELAB lightness, hue and chroma kept (Twemoji's five skin tones lie 4, 13,
-    16 and 18 apart in lightness, light to dark; 14 was a round guess at that, not tuned). None at all when under 3 % of the picture is skin: a fruit's orange rim is no person."""
+    16 and 18 apart in lightness, light to dark; 14 was a round guess at that, not tuned). None at all when under
+    3 % of the picture is skin: a fruit's orange rim is no person."""
     mask = skin_mask(thumb_HW3)
     if mask.mean() < 0.03:
         return []
