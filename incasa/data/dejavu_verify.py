@@ -379,8 +379,15 @@ def skin_mask(thumb_HW3: np.ndarray) -> np.ndarray:
     yellow of hands and faces is ~90°, so it stays out), chroma 8-60, lightness 20-95 — less thin strokes (a 3×3
     opening): the anti-aliased edge of an orange shape is skin-coloured too, but a face or a hand is not one pixel
     wide."""
-    lab = cv2.cvtColor(thumb_HW3.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
-    lightness, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    return _skin_mask(_lab(thumb_HW3))
+
+
+def _lab(thumb_HW3: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(thumb_HW3.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)  # H, W, 3: L 0-100, a, b
+
+
+def _skin_mask(lab_HW3: np.ndarray) -> np.ndarray:
+    lightness, a, b = lab_HW3[..., 0], lab_HW3[..., 1], lab_HW3[..., 2]
     hue, chroma = np.degrees(np.arctan2(b, a)), np.hypot(a, b)
     mask = (hue > 30) & (hue < 75) & (chroma > 8) & (chroma < 60) & (lightness > 20) & (lightness < 95)
     return cv2.dilate(cv2.erode(mask.astype(np.uint8), _KERNEL3), _KERNEL3).astype(bool)
@@ -391,10 +398,10 @@ def tone_rivals(thumb_HW3: np.ndarray) -> list[np.ndarray]:
     SKIN_TONE_STEPS × SKIN_L_STEP in CIELAB lightness, hue and chroma kept (Twemoji's five skin tones lie 4, 13,
     16 and 18 apart in lightness, light to dark; 14 was a round guess at that, not tuned). None at all when under
     3 % of the picture is skin: a fruit's orange rim is no person."""
-    mask = skin_mask(thumb_HW3)
+    lab = _lab(thumb_HW3)
+    mask = _skin_mask(lab)
     if mask.mean() < 0.03:
         return []
-    lab = cv2.cvtColor(thumb_HW3.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
     out = []
     for step in SKIN_TONE_STEPS:
         moved = lab.copy()
@@ -428,16 +435,16 @@ def verify(query_thumb: np.ndarray, originals: list[np.ndarray], cosines: list[f
     verifier = verifier or load_verifier()
     pairs = [align_pair(query_thumb, o) for o in originals]
     same = np.array([[twins(a, b) for b in originals] for a in originals])
-    raw = verifier.logit([pack(p, c) for p, c in zip(pairs, cosines)])  # K
-    logit = explain_away(raw, same)
     rivals = [tone_rivals(o) if skin_tones else [] for o in originals]
     rival_packed = [pack(align_pair(query_thumb, r, like=p), c)
                     for rs, p, c in zip(rivals, pairs, cosines) for r in rs]
-    if rival_packed:
-        rival_logit, start = verifier.logit(rival_packed), 0
-        for i, rs in enumerate(rivals):
-            logit[i] -= tone_penalty(raw[i], rival_logit[start:start + len(rs)])
-            start += len(rs)
+    # the candidates and their made-up rivals in one batch through the nets
+    scores = verifier.logit([pack(p, c) for p, c in zip(pairs, cosines)] + rival_packed)  # K + R
+    raw, start = scores[:len(pairs)], len(pairs)  # K
+    logit = explain_away(raw, same)
+    for i, rs in enumerate(rivals):
+        logit[i] -= tone_penalty(raw[i], scores[start:start + len(rs)])
+        start += len(rs)
     return 0.5 * (1 + np.tanh(0.5 * logit))  # the sigmoid, without overflow
 
 

@@ -585,7 +585,7 @@ def train_on_prompt_set(
         model, _ = train(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
     else:
         model, _ = train_blend(texts, labels, c=c, name_token=name_token, org_token=org_token, sample_weight=weights)
-    # the evaluation sets it saw (a short-prompt set, read since a later round, never was one)
+    # the evaluation sets it saw: fresh sets only (a short-prompt set is training data, never an evaluation set)
     seen = sorted({n for n in map(fresh_set_of, train_rows) if n and n.startswith("fresh")},
                   key=lambda n: int(n[5:] or 1))
     model = replace(model, thresholds=cv["thresholds"], fresh_sets_seen=tuple(seen))
