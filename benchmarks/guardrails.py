@@ -74,6 +74,9 @@ Sets:
 - shortprobe25_eval.jsonl (a probe of 280 short prompts, 1-7 words, by one more independent author, sealed during the
   twenty-fifth round, promptset.SHORTPROBE25_SHA256): per language 20 ordinary and 20 shared-word benign prompts
   and 2 per hard category, the way people type into a box ("a cat"); held out;
+- shortprobe26_eval.jsonl (the same task by a fifth independent author, sealed during the twenty-sixth round,
+  promptset.SHORTPROBE26_SHA256), less the 40 benign prompts equal to a short25 training prompt: 160 benign, 80
+  red-team; held out;
 - since the eleventh round every fresh set above up to fresh10 (since the twelfth, up to fresh12; since the
   fifteenth, up to fresh18; since the eighteenth, up to fresh22) is training data
   (promptset._fresh_rows): a classifier trained on
@@ -123,7 +126,7 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256,
                                     FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
                                     FRESH36_SHA256, LANGUAGES, NAMES17_SHA256, SHORTPROBE25_SHA256,
-                                    load_prompt_set)
+                                    SHORTPROBE26_SHA256, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
 FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA256, "fresh5": FRESH5_SHA256,
@@ -135,7 +138,8 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh25": FRESH25_SHA256, "fresh26": FRESH26_SHA256, "fresh27": FRESH27_SHA256, "fresh28": FRESH28_SHA256,
           "fresh29": FRESH29_SHA256, "fresh30": FRESH30_SHA256, "fresh31": FRESH31_SHA256, "fresh32": FRESH32_SHA256,
           "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "fresh35": FRESH35_SHA256, "fresh36": FRESH36_SHA256,
-          "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256}
+          "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
+          "shortprobe26": SHORTPROBE26_SHA256}
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _natural(name: str) -> tuple[str, int, str]:
+    """Sort key of an authored set's name: "fresh" < "fresh2" < "fresh10", "short25a" < "short25b"."""
+    stem = name.rstrip("abcdefghijklmnopqrstuvwxyz")
+    prefix = stem.rstrip("0123456789")
+    return prefix, int(stem[len(prefix):] or 1), name[len(stem):]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console(width=140)
@@ -78,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     of = [fresh_set_of(r) for r in rows]
     unknown = sorted(set(args.sets) - set(of))
     if unknown:
-        raise SystemExit(f"--sets: {unknown} are not training data here (fresh sets in the build: "
-                         f"{sorted(set(of) - {None}, key=lambda n: int(n[5:] or 1))})")
+        raise SystemExit(f"--sets: {unknown} are not training data here (authored sets in the build: "
+                         f"{sorted(set(of) - {None}, key=_natural)})")
     weights = fresh_weights(rows, args.fresh_weight)  # (N,)
     policy = load_policy()
     lexicons = load_lexicons(policy.lexicons_path)

@@ -84,9 +84,10 @@ three authors on the boundary between a legitimate mention of a public figure an
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
 (`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh36: fourteen more authors, sealed during rounds
 17-24; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
-and the short-prompt probe (`SHORTPROBE25_FILE`) are never part of this build (a test checks it): with the held-out
+and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never part of this build (a test checks it): with the held-out
 split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
-(`SHORT_FILES`) are committed but not read (`READ_SHORT_SETS`): their candidate missed that round's rule.
+(`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
+their benign prompts are read (`READ_SHORT_SETS`, `SHORT_LABELS`), their terse red-team prompts are not.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
 frozen by `FRESH2_SHA256` before the third round was written, the third by
@@ -196,14 +197,21 @@ FRESH36_SHA256 = "c17496d4cf57a21f085a75de9e4c67bb4cfd1bfba36579c23ec08e359104de
 # language 40 ordinary and 30 shared-word benign, 3 per hard category), and a fourth author's sealed probe of the same
 # shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh36. As training rows (weighted
 # like a fresh set's, less any prompt equal to a held-out one: `_short_rows`) the three sets made a candidate that
-# missed that round's rule, so they are committed unread by the build (`READ_SHORT_SETS`), as round 13's seeds were.
-READ_SHORT_SETS = False
+# missed that round's rule, so they were committed unread by the build. The twenty-sixth round read their *benign*
+# prompts only (`SHORT_LABELS`; the terse red-team ones stay unread): that candidate met its rule and ships.
+READ_SHORT_SETS = True
+SHORT_LABELS = ("benign",)
 SHORT_FILES = tuple(DATA_DIR / f"short25{x}_train.jsonl" for x in "abc")
 SHORT_SHA256 = ("8719cf7eaa9ccbfb14fbacde29015e703c8a36494d9c9adb7fc4e3069350d1ff",
                 "e2259bd041db713999eb16ef3bccab66f9ab9c26851af4f1ef617b6a72cf1578",
                 "9264aa405288c2bfb8d9c895dbd62c1a46587337a03a76e86ebf51f86d2e2695")
 SHORTPROBE25_FILE = DATA_DIR / "shortprobe25_eval.jsonl"
 SHORTPROBE25_SHA256 = "36cab34c4bcc5a5ffc3a269ca50af58761fc584d04b5631d9c7f330ab9b76f48"
+# The twenty-sixth round's probe, by a fifth independent author with shortprobe25's very task (280 prompts), less the
+# 40 benign ones whose normalised text equals a benign prompt of the short25 sets (removed before its one look, so
+# that a candidate trained on those sets is not scored on prompts it saw): 160 benign, 80 red-team. Held out.
+SHORTPROBE26_FILE = DATA_DIR / "shortprobe26_eval.jsonl"
+SHORTPROBE26_SHA256 = "bba53237feaf24e5f1999eb730aeb499ab697ae0ecf5a20ced9bb2aaccbb3786"
 # A held-out probe of another shape, sealed in the seventeenth round by one more independent author: per language 20
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
@@ -465,8 +473,8 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
 
 
 def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
-    """The normalised text of every prompt of the held-out sets: fresh23-fresh36, names17 and the short probe."""
-    paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE)]
+    """The normalised text of every prompt of the held-out sets: fresh23-fresh36, names17 and the short probes."""
+    paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE, SHORTPROBE26_FILE)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise ValueError(f"held-out sets missing: {missing}")
@@ -475,12 +483,17 @@ def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
 
 
 def _short_rows(data_dir: Path, test_texts: set[str]) -> list[dict]:
-    """The short-prompt sets (`SHORT_FILES`, the twenty-fifth round) as training rows, less every prompt equal
-    after normalisation to a held-out one (`test_texts`: the seeds' held-out split; `held_out_texts`): a two-word
-    prompt an author writes ("a red apple") is often one another author wrote for a held-out set, and training on
-    it would turn that held-out prompt into a seen one."""
+    """The short-prompt sets' (`SHORT_FILES`, the twenty-fifth round) prompts labelled `SHORT_LABELS` as training
+    rows, less every prompt equal after normalisation to a held-out one (`test_texts`: the seeds' held-out split;
+    `held_out_texts`): a two-word prompt an author writes ("a red apple") is often one another author wrote for a
+    held-out set, and training on it would turn that held-out prompt into a seen one.
+
+    Benign only (the twenty-sixth round): with the terse red-team rows too, round 25's candidate calmed short harmless
+    prompts but blocked 0.23 points more of the long held-out benign ones; without them, 966 benign rows taught the
+    same "short and ordinary is benign" (data/README.md, "Twenty-sixth round")."""
     held_out = test_texts | held_out_texts(data_dir)
-    return [r for r in _authored_rows(data_dir, SHORT_FILES) if normalize(r["text"]) not in held_out]
+    return [r for r in _authored_rows(data_dir, SHORT_FILES)
+            if r["label"] in SHORT_LABELS and normalize(r["text"]) not in held_out]
 
 
 NONPROMPT_SECTION = "nonprompt"

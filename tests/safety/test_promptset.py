@@ -204,21 +204,23 @@ def test_names_probe_is_frozen_and_never_trained_on():
     assert not {normalize(r["text"]) for r in probe} & trained
 
 
-def test_short_prompt_sets_are_frozen_unread_by_the_build_and_would_leave_out_the_held_out_prompts():
+def test_short_prompt_sets_are_frozen_and_their_benign_prompts_are_read_less_the_held_out_ones():
     """short25{a,b,c} (`SHORT_FILES`, the twenty-fifth round): per language 40 ordinary and 30 shared-word benign
-    prompts and 3 per hard category, 1-8 words. Their candidate missed its rule, so the build does not read them
-    (`READ_SHORT_SETS`); read (`_short_rows`), each prompt is one training row weighted like a fresh set's, grouped
-    across languages by its number, except the prompts equal (normalised) to a held-out one, which stay out."""
+    prompts and 3 per hard category, 1-8 words. Since the twenty-sixth round the build reads their benign prompts
+    only (`READ_SHORT_SETS`, `SHORT_LABELS`): each is one training row weighted like a fresh set's, grouped across
+    languages by its number, except the prompts equal (normalised) to a held-out one, which stay out."""
     import hashlib
     import json
 
     from incasa.safety.classifier import fresh_weights
-    from incasa.safety.promptset import (DATA_DIR, READ_SHORT_SETS, SHORT_FILES, SHORT_SHA256, _short_rows,
-                                         held_out_texts)
+    from incasa.safety.promptset import (DATA_DIR, READ_SHORT_SETS, SHORT_FILES, SHORT_LABELS, SHORT_SHA256,
+                                         _short_rows, held_out_texts)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in SHORT_FILES] == list(SHORT_SHA256)
     rows = build_prompt_set()
-    assert not READ_SHORT_SETS and not any((fresh_set_of(r) or "").startswith("short") for r in rows)
+    assert READ_SHORT_SETS and SHORT_LABELS == ("benign",)
+    from_short = [r for r in rows if (fresh_set_of(r) or "").startswith("short")]
+    assert len(from_short) == 966 and {r["label"] for r in from_short} == {"benign"}
     test = {normalize(r["text"]) for r in rows if r["split"] == "test"}
     held_out = held_out_texts() | test
     short = _short_rows(DATA_DIR, test)
@@ -230,11 +232,13 @@ def test_short_prompt_sets_are_frozen_unread_by_the_build_and_would_leave_out_th
             **{(lang, c): 3 for lang in LANGUAGES for c in HARD_CATEGORIES}}
         assert all(1 <= len(r["text"].split()) <= 8 for r in written)
         built = [r for r in short if fresh_set_of(r) == name]
-        kept = Counter((r["lang"], r["label"], r["text"]) for r in written if normalize(r["text"]) not in held_out)
+        kept = Counter((r["lang"], r["label"], r["text"]) for r in written
+                       if r["label"] == "benign" and normalize(r["text"]) not in held_out)
         assert Counter((r["lang"], r["label"], r["text"]) for r in built) == kept
-        assert 0.8 * len(written) < len(built) < len(written)  # a few short prompts equal held-out ones
+        assert 0.8 * 350 < len(built) < 350  # a few of the 350 benign short prompts equal held-out ones
         assert all(r["split"] == "train" for r in built) and set(fresh_weights(built, 3.0)) == {3.0}
         assert not {normalize(r["text"]) for r in built} & held_out
+    assert Counter(r["core"] for r in from_short) == Counter(r["core"] for r in short)
 
 
 def test_short_probe_is_frozen_and_never_trained_on():
@@ -257,6 +261,32 @@ def test_short_probe_is_frozen_and_never_trained_on():
         "shortprobe25-de-benign-2", "shortprobe25-de-benign-3", "shortprobe25-fr-benign-4",
         "shortprobe25-fr-non_consensual_sexual-1", "shortprobe25-it-benign-3"}
     assert not any(fresh_set_of(r) == "shortprobe25" for r in build_prompt_set())
+
+
+def test_second_short_probe_is_frozen_and_never_trained_on():
+    """shortprobe26 (`SHORTPROBE26_FILE`, sealed in the twenty-sixth round by another author with shortprobe25's
+    task), less the 40 benign prompts equal to a benign prompt of the short25 sets (removed before its one look): 160
+    benign, 2 per hard category and language. Four of its prompts equal a training prompt of the build written
+    independently (three benign, one non-consensual); they were scored as they are, and exactly these are allowed."""
+    import hashlib
+    import json
+
+    from incasa.safety.promptset import SHORT_FILES, SHORTPROBE26_FILE, SHORTPROBE26_SHA256
+
+    assert hashlib.sha256(SHORTPROBE26_FILE.read_bytes()).hexdigest() == SHORTPROBE26_SHA256
+    probe = [json.loads(line) for line in SHORTPROBE26_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert Counter(r["label"] for r in probe) == {"benign": 160, **{c: 10 for c in HARD_CATEGORIES}}
+    assert Counter((r["lang"], r["label"]) for r in probe if r["label"] != "benign") == {
+        (lang, c): 2 for lang in LANGUAGES for c in HARD_CATEGORIES}
+    short = {normalize(json.loads(line)["text"]) for path in SHORT_FILES
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    assert not {normalize(r["text"]) for r in probe if r["label"] == "benign"} & short
+    built = build_prompt_set()
+    trained = {normalize(r["text"]) for r in built if r["split"] == "train"}
+    assert {r["id"] for r in probe if normalize(r["text"]) in trained} == {
+        "shortprobe26-de-benign-1", "shortprobe26-de-benign-10", "shortprobe26-en-benign-4",
+        "shortprobe26-fr-non_consensual_sexual-1"}
+    assert not any(fresh_set_of(r) == "shortprobe26" for r in built)
 
 
 def test_seventeenth_round_seeds_are_read_since_round_18():
@@ -326,7 +356,7 @@ def test_later_rounds_are_new_concepts_and_training_only():
         new = [normalize(c) for n in LATER_ROUNDS for cores in later[n][lang].values() for c in cores]
         assert len(new) == len(set(new)) and not set(new) & earlier, lang
     letters = tuple(LATER_ROUNDS.values())
-    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    rows = [r for r in build_prompt_set() if fresh_set_of(r) is None and r["core"].split("/")[1].startswith(letters)]
     assert rows and all(r["split"] == "train" for r in rows)
     assert set(Counter(r["core"] + r["lang"] for r in rows).values()) == {5}
 
@@ -368,7 +398,7 @@ def test_eleventh_round_is_several_authors_training_only():
             assert counts["benign_tricky"] >= 55 and counts["benign"] >= 13 and counts["adult_nudity"] == 5
             assert not {normalize(c) for cores in seeds[lang].values() for c in cores} & fresh, (name, lang)
     letters = tuple(LATER_ROUNDS[name] for name in authors)
-    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    rows = [r for r in build_prompt_set() if fresh_set_of(r) is None and r["core"].split("/")[1].startswith(letters)]
     assert all(r["split"] == "train" for r in rows)
     assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 180 * len(authors) * len(LANGUAGES)
 
@@ -396,7 +426,7 @@ def test_twelfth_round_is_four_more_authors_training_only():
             assert counts["benign_tricky"] >= 55 and counts["benign"] >= 11 and 4 <= counts["adult_nudity"] <= 5
             assert not {normalize(c) for cores in seeds[lang].values() for c in cores} & fresh, (name, lang)
     letters = tuple(LATER_ROUNDS[name] for name in authors)
-    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    rows = [r for r in build_prompt_set() if fresh_set_of(r) is None and r["core"].split("/")[1].startswith(letters)]
     assert all(r["split"] == "train" for r in rows)
     assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 210 * len(authors) * len(LANGUAGES)
 
@@ -418,7 +448,7 @@ def test_thirteenth_round_is_four_more_authors_read_since_round_15():
                 name, lang, counts)
             assert counts["benign_tricky"] >= 55 and counts["benign"] >= 11
     letters = tuple(LATER_ROUNDS[name] for name in authors)
-    rows = [r for r in build_prompt_set() if r["core"].split("/")[1].startswith(letters)]
+    rows = [r for r in build_prompt_set() if fresh_set_of(r) is None and r["core"].split("/")[1].startswith(letters)]
     assert all(r["split"] == "train" for r in rows)
     assert len({r["core"] + r["lang"] for r in rows}) * 5 == len(rows) > 5 * 190 * len(authors) * len(LANGUAGES)
 
