@@ -27,7 +27,9 @@ bytes, in CPU seconds of this one process with one thread; on a shared machine t
 ``--style noto-blob`` draws the same benchmark from Noto's 2016-17 "blob" artwork (``npm pack
 emoji-datasource-google@3.0.0``; results in ``results/dejavu_noto-blob.json``): every setting of the filter was chosen
 on today's Noto calibration half, so today's Noto has been looked at many times, while the blob style was first run
-on 2026-11-26 (session 26) and is the untouched check of how far those choices carry. Beside the plain operating
+on 2026-11-26 (session 26) as the untouched check of how far those choices carry; since session 27 its calibration
+half judges changes too (the five-style verifier was chosen on both calibration halves), its test half still only
+reports. Beside the plain operating
 point (precision >= 0.99 on calibration) every run reports a *margin point* (``calibrate_margin``: calibration
 FP + sqrt(FP) <= 1 % of the accepted matches): a threshold chosen at exactly 0.99 lands at 0.99 +- ~0.003 on unseen
 queries by construction, a coin toss for a floor. Note that one near-identical pair of pictures can be matched under

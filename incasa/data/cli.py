@@ -34,7 +34,7 @@ def run_command(
     classifier: Path = typer.Option(None, help="Category classifier from `incasa curate train-classifier`."),
     verify_threshold: float = typer.Option(None, help="Deja-vu: the verifier's P(copy) at which an image is a "
                                                       "near-duplicate (default 0.51; our benchmark's point for "
-                                                      "precision 0.99 is 0.91: precision 0.989, recall 0.972)."),
+                                                      "precision 0.99 is 0.84: precision 0.987, recall 0.971)."),
     min_cosine: float = typer.Option(None, help="Deja-vu: nearest neighbours below this embedding cosine are not "
                                                 "verified (default 0.6)."),
     neighbours: int = typer.Option(None, help="Deja-vu: how many nearest neighbours are verified (default 2)."),

@@ -4,21 +4,22 @@ The copy transforms (one per copy) are the standard ones of copy-detection bench
 area, resize 0.5-2×, JPEG quality 30-90, colour jitter (brightness/contrast/saturation 0.7-1.3, hue ±0.03),
 horizontal flip, rotation ≤ 10°, a word of text drawn over it. ``benchmarks/dejavu.py`` imports them from here.
 
-Training pairs come from Twemoji, OpenMoji and Fluent (flat) artwork (rendered from SVG at 64 px with resvg),
-*every skin tone included*: each query is a transformed copy of one picture; its 4 nearest neighbours in the
-embedding index are the pairs — the original is the positive, the others (the other skin tones, the gendered
-variants, the look-alikes of the same style) are the negatives. ``--jitter-queries`` adds a batch of copies all
-under a *wider* colour jitter than the benchmark's (brightness/contrast/saturation 0.55-1.45, hue ±0.06): the
-strongest benchmark jitters were the weakest copies, and in each such query the original and its skin-tone
+Training pairs come from five emoji styles — Twemoji, OpenMoji, Fluent flat, Fluent modern and EmojiOne 2.2.7
+(rendered from SVG at 64 px with resvg), *every skin tone included*: each query is a transformed copy of one picture;
+its 4 nearest neighbours in the embedding index are the pairs — the original is the positive, the others (the other
+skin tones, the gendered variants, the look-alikes of the same style) are the negatives. ``--jitter-queries`` adds a
+batch of copies all under a *wider* colour jitter than the benchmark's (brightness/contrast/saturation 0.55-1.45, hue
+±0.06): the strongest benchmark jitters were the weakest copies, and in each such query the original and its skin-tone
 siblings are judged against the very same jittered picture. Each pair is aligned and colour-fitted
 (``dejavu_verify.align_pair``) once and stored packed (uint8 pictures, mask, fourteen scalars); the CNN
 (``dejavu_verify.VerifierNet``) is then trained on them with AdamW and a one-cycle schedule, mirrored pairs as
-augmentation, a fifth of the queries held out. The benchmark tests on Noto, another style (and draws its copies
-with its own seeds), so no test picture is seen here: the training sets are Twemoji, OpenMoji and Fluent only.
+augmentation, a fifth of the queries held out. The benchmark tests on Noto, another style (and draws its copies with
+its own seeds), so no test picture is seen here: Noto is never a training set.
 
-``--sets`` chooses the styles (``STYLE_SETS``; default ``twemoji,openmoji,fluent-flat``): also ``fluent-modern``
-(Fluent's colour style with gradients, same package, MIT) and ``emojione`` (EmojiOne 2.2.7, ``npm pack
-emojione@2.2.7``, artwork CC-BY-4.0); Noto is deliberately not among them. All render with resvg at 64 px (EmojiOne
+``--sets`` chooses the styles (``STYLE_SETS``; default all five, ``DEFAULT_SETS``, since 26 Nov 2026, session 27;
+before it ``twemoji,openmoji,fluent-flat``): ``fluent-modern`` is Fluent's colour style with gradients (same package,
+MIT) and ``emojione`` is EmojiOne 2.2.7 (``npm pack emojione@2.2.7``, artwork CC-BY-4.0); Noto is deliberately not
+among them. All render with resvg at 64 px (EmojiOne
 1,832 of 1,832, Fluent modern 3,145 of 3,145); pixel-identical pictures are kept once across sets (16,337 SVGs of the
 five -> 16,081 pictures; the default three: 11,110). With several styles in the index a query's neighbours may be
 the same emoji drawn in another style (Twemoji 👍 for a copy of EmojiOne 👍): those are right as negatives — a
@@ -31,12 +32,16 @@ different picture of the same idea is not a copy of this one, exactly what the v
                                        [--sets twemoji,openmoji,fluent-flat,fluent-modern,emojione]
 
 ``--join`` makes an ensemble: the new net joins the nets of an existing verifier file and the output holds them
-all (their logits are averaged). The shipped file is two nets:
+all (their logits are averaged). The shipped file is two nets, both on the five default styles:
 
     python -m incasa.data.dejavu_train --queries 7000 --pair-seeds 2 3 --jitter-queries 0 --num-scalars 7 \
         --epochs 12 --seed 1 --out A
     python -m incasa.data.dejavu_train --queries 7000 --pair-seeds 2 3 --jitter-queries 4000 --num-scalars 14 \
         --epochs 12 --seed 1 --join A/dejavu_verifier.safetensors
+
+(it was made as two runs side by side on one shared core each, the seven-number net from the fourteen-number run's
+pairs cache less its jitter batch — query ids >= 200,000 — and the two nets then saved in this order into one file:
+the same as the ``--join`` sequence; 13 min of pairs with two workers, then 17 and 15 min of epochs.)
 
 writes ``dejavu_verifier.safetensors`` (200 kB per net), ``dejavu_verifier_metrics.jsonl`` (per epoch: training loss,
 held-out pair AUC, held-out query recall at precision 0.99 and 0.95) and ``dejavu_verifier_curve.png`` into
@@ -83,6 +88,33 @@ the seven-number net fell from 0.939 to 0.911 with the new styles (jpeg 0.95 -> 
 fourteen-number one rose from 0.923 to 0.941 (jitter 0.83 -> 0.88, text 0.87 -> 0.93); the new seven-number net
 with the shipped fourteen-number one, 0.932. One seed each: at 10 false matches the threshold moves a few copies
 either way, so per-net differences of ~0.02 are within noise; the pair did not gain.
+
+Five styles again, judged on *both* calibration halves (26 Nov 2026, session 27; shipped). That first try was judged
+on Noto alone, before the made-up skin tones (``dejavu_verify.tone_rivals``) and before the benchmark had a second
+style (``benchmarks/dejavu.py --style noto-blob``, Noto's 2016-17 artwork), on which the three-style pair reached only
+0.899 (calibration) and 0.932 (test) at precision 0.99, jitter 0.71 and text 0.82 the weak transforms there. Rule
+(written before any training): the same two recipes on the five styles; candidates C1 = both new nets, C2 = the
+shipped seven-number net + the new fourteen-number one; the better mean of the two calibration recalls is chosen
+and ships iff blob >= 0.909 (+0.01), Noto >= 0.9674 (0.9724 - 0.005) and no transform down by more than 0.02 in
+either style; then both test halves once each, reported whatever they say. Pairs: 70,187 (17,673 copies; 54,580
+without the jitter batch); held-out (five styles) recall at precision 0.99 / 0.95: 0.63 / 0.97 (seven numbers),
+0.74 / 0.96 (fourteen).
+
+Calibration recall at precision 0.99, overall (crop / resize / jpeg / jitter / flip / rotate / text):
+
+| | Noto | blob |
+|---|---|---|
+| three-style pair (shipped before) | 0.972 (.96/1.0/.98/.91/1.0/.99/.97) | 0.899 (.94/.97/.92/.71/1.0/.93/.82) |
+| C1: both nets on five styles | 0.969 (.96/.99/.96/.91/1.0/.99/.97) | **0.942** (.96/.98/.94/.79/1.0/.97/.95) |
+| C2: old seven-number + new fourteen | 0.969 | 0.872 |
+
+C1 passed (Noto's jpeg fell by exactly 0.02, three copies of 150, the limit) and ships. Its test halves (one run
+each, ``benchmarks/results/dejavu.json`` and ``dejavu_noto-blob.json``): Noto 0.987 / 0.971 at the plain point (13
+false matches; before 0.989 / 0.972, 11) and 0.992 / 0.962 at the margin point (before 0.990 / 0.967); blob 0.994 /
+0.956 plain (before 0.993 / 0.932) and 0.994 / 0.940 at the margin point (before 0.994 / 0.916). So the new style
+gained 0.024 at both points (text 0.84 -> 0.91, jitter 0.80 -> 0.87) and Noto stayed within its noise; the goal,
+judged at the margin point on both styles, is still missed on blob (0.940). C2's collapse on blob says the old
+seven-number net was the one that did not transfer: what the extra styles teach is in both nets.
 """
 
 from __future__ import annotations
@@ -179,7 +211,8 @@ STYLE_SETS = {
     "fluent-modern": ("fluentui-emoji-1.3.0/package/icons/modern", "fluentui-emoji@1.3.0"),
     "emojione": ("emojione-2.2.7/package/assets/svg", "emojione@2.2.7"),
 }
-DEFAULT_SETS = ("twemoji", "openmoji", "fluent-flat")
+# the shipped verifier's (since 26 Nov 2026, session 27; before it, the first three)
+DEFAULT_SETS = ("twemoji", "openmoji", "fluent-flat", "fluent-modern", "emojione")
 
 
 def parse_sets(text: str) -> tuple[str, ...]:
@@ -207,7 +240,7 @@ def set_paths(npm: Path, sets: tuple[str, ...] = DEFAULT_SETS) -> list[tuple[str
 
 
 def render_sets(npm: Path, size: int = 64, sets: tuple[str, ...] = DEFAULT_SETS) -> tuple[list[Image.Image], list[str]]:
-    """The SVGs of ``sets`` (default Twemoji + OpenMoji + Fluent flat) rendered at ``size`` px with resvg, flattened
+    """The SVGs of ``sets`` (default: the five of ``DEFAULT_SETS``) rendered at ``size`` px with resvg, flattened
     onto white; pixel-identical duplicates (within or across sets) dropped. Names are ``set/file stem``."""
     import resvg_py
 
@@ -378,7 +411,7 @@ def auc(p_N: np.ndarray, y_N: np.ndarray) -> float:
     return float((ranks[y_N == 1].sum() - n_pos * (n_pos + 1) / 2) / max(1, n_pos * n_neg))
 
 
-def write_curve(path: Path, history: list[dict]) -> None:
+def write_curve(path: Path, history: list[dict], sets: tuple[str, ...] = DEFAULT_SETS) -> None:
     """Training loss and held-out query recall at precision 0.99 / 0.95, per epoch."""
     import matplotlib
 
@@ -397,7 +430,7 @@ def write_curve(path: Path, history: list[dict]) -> None:
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    fig.suptitle("deja-vu verifier CNN, held-out fifth of Twemoji/OpenMoji/Fluent queries", fontsize=9)
+    fig.suptitle(f"deja-vu verifier CNN, held-out fifth of the {'/'.join(sets)} queries", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -406,7 +439,8 @@ def write_curve(path: Path, history: list[dict]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Train the deja-vu verifier CNN on Twemoji + OpenMoji + Fluent copies.")
+    ap = argparse.ArgumentParser(
+        description="Train the deja-vu verifier CNN on copies of five emoji styles (not Noto).")
     ap.add_argument("--npm", type=Path, default=Path(os.environ.get("INCASA_NPMCACHE", "/work/npmcache")),
                     help="folder with the extracted npm tarballs (twemoji-svg-15.0.0/, openmoji-17.0.0/, "
                          "fluentui-emoji-1.3.0/, emojione-2.2.7/)")
@@ -479,7 +513,7 @@ def main() -> None:
         tmp.write_text("".join(json.dumps({**m, "command": command, "pairs": len(pairs["label"]),
                                            "positives": int(pairs["label"].sum())}) + "\n" for m in history))
         os.replace(tmp, args.out / "dejavu_verifier_metrics.jsonl")
-        write_curve(args.out / "dejavu_verifier_curve.png", history)
+        write_curve(args.out / "dejavu_verifier_curve.png", history, sets)
     print(json.dumps(history[-1], indent=1))
 
 
