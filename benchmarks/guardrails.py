@@ -66,7 +66,9 @@ Sets:
   FRESH29_SHA256, FRESH30_SHA256; both rounds scored one candidate, not shipped), fresh31_eval.jsonl and
   fresh32_eval.jsonl (the twenty-second, FRESH31_SHA256, FRESH32_SHA256) and fresh33_eval.jsonl and
   fresh34_eval.jsonl (the twenty-third, FRESH33_SHA256, FRESH34_SHA256) and fresh35_eval.jsonl and
-  fresh36_eval.jsonl (the twenty-fourth, FRESH35_SHA256, FRESH36_SHA256; its candidate shipped); NOT training data
+  fresh36_eval.jsonl (the twenty-fourth, FRESH35_SHA256, FRESH36_SHA256; its candidate shipped) and
+  fresh37_eval.jsonl and fresh38_eval.jsonl (the twenty-seventh, FRESH37_SHA256, FRESH38_SHA256; its candidate
+  thresholds were not shipped); NOT training data
   (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
@@ -125,7 +127,8 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256,
                                     FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256,
                                     FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
-                                    FRESH36_SHA256, LANGUAGES, NAMES17_SHA256, SHORTPROBE25_SHA256,
+                                    FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256, LANGUAGES,
+                                    NAMES17_SHA256, SHORTPROBE25_SHA256,
                                     SHORTPROBE26_SHA256, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
@@ -138,6 +141,7 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh25": FRESH25_SHA256, "fresh26": FRESH26_SHA256, "fresh27": FRESH27_SHA256, "fresh28": FRESH28_SHA256,
           "fresh29": FRESH29_SHA256, "fresh30": FRESH30_SHA256, "fresh31": FRESH31_SHA256, "fresh32": FRESH32_SHA256,
           "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "fresh35": FRESH35_SHA256, "fresh36": FRESH36_SHA256,
+          "fresh37": FRESH37_SHA256, "fresh38": FRESH38_SHA256,
           "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
           "shortprobe26": SHORTPROBE26_SHA256}
 
