@@ -26,7 +26,8 @@ the same emoji drawn in another style (Twemoji 👍 for a copy of EmojiOne 👍)
 different picture of the same idea is not a copy of this one, exactly what the verifier must refuse.
 
     python -m incasa.data.dejavu_train --npm /work/npmcache [--queries 7000 --pair-seeds 2 3]
-                                       [--jitter-queries 4000] [--num-scalars 14] [--epochs 12]
+                                       [--jitter-queries 4000] [--text-queries 4000] [--num-scalars 14]
+                                       [--epochs 12]
                                        [--join verifier.safetensors] [--out incasa/data]
                                        [--pairs-cache pairs.npz] [--workers 2]
                                        [--sets twemoji,openmoji,fluent-flat,fluent-modern,emojione]
@@ -199,6 +200,21 @@ def t_text(im, r):
     return im
 
 
+def t_text_wide(im, r):
+    """Training only: the text overlay, wider than the benchmark's on every side — one or two words, 0.10-0.28 of the
+    height (benchmark 0.12-0.20), anywhere (benchmark: left half, top three quarters), and half the time outlined in
+    another colour, as meme captions are. On the blob style text was the weakest copy at the margin point."""
+    im = im.copy()
+    font = ImageFont.load_default(size=max(7, int(im.height * r.uniform(0.10, 0.28))))
+    words = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 2)))
+    stroke = r.choice((0, 0, 1, 2))
+    ImageDraw.Draw(im).text((r.randint(-im.width // 8, im.width * 3 // 4), r.randint(-im.height // 8,
+                                                                                      im.height * 7 // 8)),
+                            words, fill=tuple(r.randint(0, 255) for _ in range(3)), font=font, stroke_width=stroke,
+                            stroke_fill=tuple(r.randint(0, 255) for _ in range(3)))
+    return im
+
+
 TRANSFORMS = {"crop": t_crop, "resize": t_resize, "jpeg": t_jpeg, "jitter": t_jitter, "flip": t_flip,
               "rotate": t_rotate, "text": t_text}
 
@@ -294,30 +310,39 @@ def build_pairs(images: list[Image.Image], num_queries: int, seed: int, progress
             "label": np.array(labels), "qid": np.array(qids)}
 
 
-def _pairs_of_seed(job: tuple[Path, int, int, bool, bool, tuple[str, ...]]) -> dict:
-    npm, queries, seed, progress, wide_jitter, sets = job
+# the one-transform batches: kind -> its transform (``--jitter-queries``, ``--text-queries``)
+WIDE_BATCHES = {"jitter": {"jitter": t_jitter_wide}, "text": {"text": t_text_wide}}
+
+
+def _pairs_of_seed(job: tuple[Path, int, int, bool, str | None, tuple[str, ...]]) -> dict:
+    npm, queries, seed, progress, wide, sets = job
     cv2_threads()
     images, _ = render_sets(npm, sets=sets)
-    return build_pairs(images, queries, seed, progress, {"jitter": t_jitter_wide} if wide_jitter else None)
+    return build_pairs(images, queries, seed, progress, WIDE_BATCHES[wide] if wide else None)
 
 
-# the seed of the wide-jitter batch: apart from the --pair-seeds one would pick (small integers)
+# the seeds of the wide-jitter and wide-text batches: apart from the --pair-seeds one would pick (small integers)
 JITTER_SEED = 1000
+TEXT_SEED = 2000
 
 
 def build_all_pairs(npm: Path, queries: int, seeds: list[int], workers: int = 1, jitter_queries: int = 0,
-                    sets: tuple[str, ...] = DEFAULT_SETS) -> dict:
+                    sets: tuple[str, ...] = DEFAULT_SETS, text_queries: int = 0) -> dict:
     """One batch of ``queries`` pairs per seed, plus one of ``jitter_queries`` copies all under the wider training
-    jitter (``t_jitter_wide``, seed ``JITTER_SEED``), concatenated (query ids offset by 100,000 per batch).
+    jitter (``t_jitter_wide``, seed ``JITTER_SEED``) and one of ``text_queries`` copies all under the wider text
+    overlay (``t_text_wide``, seed ``TEXT_SEED``), concatenated in that order (query ids offset by 100,000 per
+    batch).
 
     Why a jitter batch: colour jitter is the one transform whose copies look like the hard negatives — a skin-tone
     sibling *is* a colour change, only a local one — and in the mixed batches it is one query in seven. In each of
     its queries the positive and the negatives (the original's siblings) are judged against the very same jittered
     picture, so the net learns to tell a global colour shift from a recoloured face, not a jitter from no jitter."""
     set_paths(npm, sets)  # a missing set fails here, before any worker starts
-    jobs = [(npm, queries, seed, workers == 1, False, sets) for seed in seeds]
+    jobs = [(npm, queries, seed, workers == 1, None, sets) for seed in seeds]
     if jitter_queries:
-        jobs.append((npm, jitter_queries, JITTER_SEED, workers == 1, True, sets))
+        jobs.append((npm, jitter_queries, JITTER_SEED, workers == 1, "jitter", sets))
+    if text_queries:
+        jobs.append((npm, text_queries, TEXT_SEED, workers == 1, "text", sets))
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -453,6 +478,9 @@ def main() -> None:
     ap.add_argument("--jitter-queries", type=int, default=4000,
                     help="an extra batch of copies all under the wider training colour jitter (t_jitter_wide), "
                          "each paired with its 4 nearest neighbours; 0: none")
+    ap.add_argument("--text-queries", type=int, default=0,
+                    help="an extra batch of copies all under the wider training text overlay (t_text_wide), each "
+                         "paired with its 4 nearest neighbours; 0: none")
     ap.add_argument("--workers", type=int, default=1, help="processes building the pair batches in parallel")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=dv.VERIFIER_FILE.parent, help="folder for the verifier files")
@@ -472,6 +500,8 @@ def main() -> None:
             set_paths(args.npm, sets)
     except ValueError as e:
         ap.error(str(e))
+    if args.jitter_queries < 0 or args.text_queries < 0:
+        ap.error("--jitter-queries and --text-queries count copies: 0 or more")
     if not 1 <= args.num_scalars <= len(dv.SCALAR_NAMES):
         ap.error(f"--num-scalars must be 1..{len(dv.SCALAR_NAMES)}")
     if args.join is not None and not args.join.is_file():
@@ -485,7 +515,8 @@ def main() -> None:
         with np.load(args.pairs_cache) as z:
             pairs = {k: z[k] for k in z.files}
     else:
-        pairs = build_all_pairs(args.npm, args.queries, args.pair_seeds, args.workers, args.jitter_queries, sets)
+        pairs = build_all_pairs(args.npm, args.queries, args.pair_seeds, args.workers, args.jitter_queries, sets,
+                                args.text_queries)
         if args.pairs_cache is not None:
             tmp = args.pairs_cache.with_name(args.pairs_cache.name + ".tmp.npz")
             np.savez_compressed(tmp, **pairs)
@@ -495,7 +526,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = (f"python -m incasa.data.dejavu_train --queries {args.queries} --pair-seeds "
                f"{' '.join(map(str, args.pair_seeds))} --jitter-queries {args.jitter_queries} "
-               f"--num-scalars {args.num_scalars} --epochs {args.epochs} --seed {args.seed}"
+               + (f"--text-queries {args.text_queries} " if args.text_queries else "")
+               + f"--num-scalars {args.num_scalars} --epochs {args.epochs} --seed {args.seed}"
                + (f" --sets {','.join(sets)}" if sets != DEFAULT_SETS else ""))
     members: tuple = ()
     if args.join is not None:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from incasa.data import dejavu
 from incasa.data import dejavu_verify as dv
 from incasa.data.dejavu_train import (STYLE_SETS, TRANSFORMS, build_pairs, parse_sets, render_sets, t_jitter,
-                                      t_jitter_wide)
+                                      t_jitter_wide, t_text, t_text_wide)
 from tests.data.helpers import picture
 
 SKIN = {"light": (247, 222, 206), "medium": (198, 150, 110), "dark": (112, 78, 60)}
@@ -254,6 +254,23 @@ def test_the_training_jitter_reaches_past_the_benchmark_range_which_stays_as_it_
     wide = [mean(t_jitter_wide, s) for s in range(60)]
     assert 69 <= min(bench) and max(bench) <= 131  # brightness 0.7-1.3: the benchmark's jitter is untouched
     assert min(wide) < 65 and max(wide) > 135  # brightness 0.55-1.45
+
+
+def test_the_training_text_overlay_reaches_past_the_benchmark_one_which_stays_as_it_was():
+    # on a white picture the overlay is the only change: its bounding box says where and how large the text was
+    white = Image.new("RGB", (64, 64), "white")
+
+    def box(tf, seed):
+        ink = np.asarray(tf(white, random.Random(seed))).min(axis=2) < 250
+        ys, xs = np.nonzero(ink)
+        return (xs.min(), ys.min(), ys.max() - ys.min()) if len(xs) else (0, 0, 0)
+
+    bench = [box(t_text, s) for s in range(80)]
+    wide = [box(t_text_wide, s) for s in range(80)]
+    assert max(x for x, _, _ in bench) <= 32 and max(h for _, _, h in bench) <= 10  # left half, <= 0.2 x 64 px font
+    assert max(x for x, _, _ in wide) > 40 and max(h for _, _, h in wide) > 12  # anywhere, larger, outlined
+    assert np.array_equal(np.asarray(t_text_wide(white, random.Random(3))),
+                          np.asarray(t_text_wide(white, random.Random(3))))  # a seed gives the same copy
 
 
 def test_training_pairs_pair_each_copy_with_its_original_and_its_look_alikes():
