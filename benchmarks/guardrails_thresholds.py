@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=140)
     policy = load_policy()
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
+    seen = sorted(set(args.calibration + args.test) & set(model.fresh_sets_seen), key=list(FROZEN).index)
+    if seen:
+        raise SystemExit(f"{seen} are the classifier's training data: thresholds chosen or scored on them measure "
+                         "nothing (choose held-out sets: fresh23 and later, names17, the short probes)")
+    if args.write is not None and not args.write.parent.is_dir():
+        raise SystemExit(f"--write: no folder {args.write.parent}")
     categories = list(model.thresholds)
     shipped = np.array([model.thresholds[c] for c in categories])
     scored = score_sets(args.calibration + args.test, policy, lexicons, model, categories)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from guardrails_thresholds import blocked, parse_args, search, write_thresholds  # noqa: E402
+from guardrails_thresholds import blocked, main, parse_args, search, write_thresholds  # noqa: E402
 
 GRID = [0.7, 0.8, 0.9, 0.95]
 
@@ -54,6 +54,12 @@ def test_bad_sets_are_refused(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--calibration", "fresh30", "--test", "fresh30"])
     assert "both calibration and test" in capsys.readouterr().err
+
+
+def test_training_sets_are_refused_before_any_scoring():
+    with pytest.raises(SystemExit, match=r"\['fresh22'\] are the classifier's training data"):
+        main(["--calibration", "fresh22", "--test", "fresh31", "--out", "never_written"])
+    assert not (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "never_written.json").exists()
 
 
 def test_write_thresholds_changes_the_metadata_only(tmp_path):
