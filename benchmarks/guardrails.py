@@ -3,6 +3,7 @@
     python benchmarks/guardrails.py            # ~15 s on 2 CPU cores
     python benchmarks/guardrails.py --extra-eval FILE.jsonl --extra-sha256 HEX   # also score a frozen set
     python benchmarks/guardrails.py --classifier OTHER.safetensors --out NAME     # score another classifier file
+    python benchmarks/guardrails.py --lexicons OTHER.json --out NAME              # ... or another word list
 
 Goal (issue 7): block >= 95 % of red-team and <= 2 % false positives on benign (incl. shared-word prompts such
 as "shooting a photo at sunset"), per category and per language, < 5 ms per prompt on CPU.
@@ -68,7 +69,8 @@ Sets:
   fresh34_eval.jsonl (the twenty-third, FRESH33_SHA256, FRESH34_SHA256) and fresh35_eval.jsonl and
   fresh36_eval.jsonl (the twenty-fourth, FRESH35_SHA256, FRESH36_SHA256; its candidate shipped) and
   fresh37_eval.jsonl and fresh38_eval.jsonl (the twenty-seventh, FRESH37_SHA256, FRESH38_SHA256; its candidate
-  thresholds were not shipped); NOT training data
+  thresholds were not shipped) and fresh39_eval.jsonl and fresh40_eval.jsonl (the twenty-eighth, FRESH39_SHA256,
+  FRESH40_SHA256; its candidate word lists were not shipped); NOT training data
   (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
@@ -127,7 +129,8 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256,
                                     FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256,
                                     FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
-                                    FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256, LANGUAGES,
+                                    FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256, FRESH39_SHA256,
+                                    FRESH40_SHA256, LANGUAGES,
                                     NAMES17_SHA256, SHORTPROBE25_SHA256,
                                     SHORTPROBE26_SHA256, load_prompt_set)
 
@@ -142,6 +145,7 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh29": FRESH29_SHA256, "fresh30": FRESH30_SHA256, "fresh31": FRESH31_SHA256, "fresh32": FRESH32_SHA256,
           "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "fresh35": FRESH35_SHA256, "fresh36": FRESH36_SHA256,
           "fresh37": FRESH37_SHA256, "fresh38": FRESH38_SHA256,
+          "fresh39": FRESH39_SHA256, "fresh40": FRESH40_SHA256,
           "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
           "shortprobe26": SHORTPROBE26_SHA256}
 
@@ -237,6 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra-sha256", help="the sha256 the --extra-eval file must have (refused otherwise)")
     parser.add_argument("--classifier", type=Path,
                         help="score this classifier file instead of the policy's (e.g. a candidate from an experiment)")
+    parser.add_argument("--lexicons", type=Path,
+                        help="score this word-list file instead of the policy's (a candidate lexicons.json; its "
+                             "name lists are read beside it, as the shipped file's are)")
     parser.add_argument("--out", default="guardrails", help="result name under benchmarks/results/ (NAME.json)")
     args = parser.parse_args(argv)
     if (args.extra_eval is None) != (args.extra_sha256 is None):
@@ -252,6 +259,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.classifier.is_file():
             raise SystemExit(f"--classifier: no file at {args.classifier}")
         policy = dataclasses.replace(policy, classifier_path=str(args.classifier))
+    if args.lexicons is not None:
+        if not args.lexicons.is_file():
+            raise SystemExit(f"--lexicons: no file at {args.lexicons}")
+        try:
+            load_lexicons(str(args.lexicons))
+        except (ValueError, KeyError, OSError) as error:  # a malformed list or a name list missing beside it
+            raise SystemExit(f"--lexicons: {args.lexicons} is not a usable word list: {error}") from None
+        policy = dataclasses.replace(policy, lexicons_path=str(args.lexicons))
     lexicons, model = load_lexicons(policy.lexicons_path), load_model(policy.classifier_path)
     prompt_set = load_prompt_set()  # built from the seeds (~0.6 s): once
     held_out = [r for r in prompt_set if r["split"] == "test"]
@@ -406,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
             "warn_threshold": policy.warn_threshold,
             "classifier_thresholds": model.thresholds,
             "classifier_file": Path(policy.classifier_path).name,
+            "lexicons_file": Path(policy.lexicons_path).name,
+            "lexicons_sha256": hashlib.sha256(Path(policy.lexicons_path).read_bytes()).hexdigest(),
         },
         "latency": latency,
         "repository_strings": {

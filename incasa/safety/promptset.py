@@ -82,8 +82,8 @@ data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' do
 Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
-(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh38: sixteen more authors, sealed during rounds
-17-27; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh40: eighteen more authors, sealed during rounds
+17-28; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
 and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never part of this build (a test checks
 it): with the held-out split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
 (`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
@@ -167,9 +167,9 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # re-tested the nineteenth's candidate (each pair scored once by the shipped classifier and that candidate, which was
 # not shipped), fresh31 and fresh32, sealed while the twenty-second extended the name list, fresh33 and fresh34,
 # sealed while the twenty-third re-tested the extended list alone, fresh35 and fresh36, sealed while the
-# twenty-fourth trained the blend, and fresh37 and fresh38, sealed while the twenty-seventh re-chose the thresholds
-# (data/README.md).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 39))
+# twenty-fourth trained the blend, fresh37 and fresh38, sealed while the twenty-seventh re-chose the thresholds,
+# and fresh39 and fresh40, sealed while the twenty-eighth edited the word lists (data/README.md).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 41))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
@@ -198,9 +198,13 @@ FRESH36_SHA256 = "c17496d4cf57a21f085a75de9e4c67bb4cfd1bfba36579c23ec08e359104de
 # (scored once by the shipped classifier and the candidate thresholds, which were not shipped)
 FRESH37_SHA256 = "bfd416c0574f138dee9fdeaefa519feae7a6892253673b989741daaa7b462142"
 FRESH38_SHA256 = "2a88d85055097093b8fb5ef6322b19b6b91a5e0c3379347bbd7051386884131e"
+# fresh39 and fresh40: two more, sealed while the twenty-eighth round edited the word lists from the shipped
+# policy's misses on fresh23-30 (scored once by the shipped lists and the edited ones, which were not shipped)
+FRESH39_SHA256 = "d6d3c7539c35cae1dfa5243ebea6e4a8ea49d44dc537a0cf50bae1befbc42685"
+FRESH40_SHA256 = "702568fba9d1b3e63df11b9e6ac831b531dd9638dc41d4c08d3e96317880d663"
 # The twenty-fifth round's short-prompt sets (data/README.md): three independent authors' prompts of 1-6 words (per
 # language 40 ordinary and 30 shared-word benign, 3 per hard category), and a fourth author's sealed probe of the same
-# shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh38. As training rows (weighted
+# shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh40. As training rows (weighted
 # like a fresh set's, less any prompt equal to a held-out one: `_short_rows`) the three sets made a candidate that
 # missed that round's rule, so they were committed unread by the build. The twenty-sixth round read their *benign*
 # prompts only (`SHORT_LABELS`; the terse red-team ones stay unread): that candidate met its rule and ships.
@@ -478,7 +482,7 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
 
 
 def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
-    """The normalised text of every prompt of the held-out sets: fresh23-fresh38, names17 and the short probes."""
+    """The normalised text of every prompt of the held-out sets: fresh23-fresh40, names17 and the short probes."""
     paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE, SHORTPROBE26_FILE)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:

@@ -151,7 +151,7 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
 
 
 def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
-    """fresh23-fresh38 (`HELD_OUT_FRESH_FILES`, sealed in rounds 17-27) never change, have the fresh sets' shape, and
+    """fresh23-fresh40 (`HELD_OUT_FRESH_FILES`, sealed in rounds 17-28) never change, have the fresh sets' shape, and
     are not in the build: no row of the prompt set comes from them. Twenty-nine of their prompts came out equal (after
     normalisation) to a training prompt written independently (twenty-seven benign, one mass-harm, one
     hate-symbols); they were scored as they are, and exactly these are allowed."""
@@ -162,14 +162,16 @@ def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
                                          FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256,
                                          FRESH31_SHA256, FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256,
                                          FRESH35_SHA256, FRESH36_SHA256, FRESH37_SHA256,
-                                         FRESH38_SHA256, HELD_OUT_FRESH_FILES)
+                                         FRESH38_SHA256, FRESH39_SHA256, FRESH40_SHA256,
+                                         HELD_OUT_FRESH_FILES)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
         FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256, FRESH27_SHA256, FRESH28_SHA256,
         FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256, FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256,
-        FRESH35_SHA256, FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256]
+        FRESH35_SHA256, FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256,
+        FRESH39_SHA256, FRESH40_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(23, 39)}
+    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(23, 41)}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh23-de-benign-12", "fresh23-de-benign-20", "fresh23-de-benign-6", "fresh23-fr-benign-17",
              "fresh23-fr-benign-5", "fresh24-de-benign-32", "fresh24-de-benign-36",
