@@ -227,7 +227,10 @@ def test_a_mirrored_copy_is_aligned_against_the_mirrored_original_and_rotation_c
 
 def test_the_shipped_verifier_loads_and_a_wrong_version_is_refused(tmp_path):
     v = dv.load_verifier()
-    assert sum(p.numel() for net in v.nets for p in net.parameters()) < 250_000  # a small file (< 1 MB)
+    # six small nets (two recipes at three seeds, session 28): ~50 k weights each, 1.2 MB in all
+    assert len(v.nets) == 6 and sorted({net.num_scalars for net in v.nets}) == [7, 14]
+    assert all(sum(p.numel() for p in net.parameters()) < 60_000 for net in v.nets)
+    assert dv.VERIFIER_FILE.stat().st_size < 2_000_000
     net = dv.make_net()
     bad = tmp_path / "v.safetensors"
     from safetensors.torch import save_file
