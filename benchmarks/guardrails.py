@@ -70,7 +70,8 @@ Sets:
   fresh36_eval.jsonl (the twenty-fourth, FRESH35_SHA256, FRESH36_SHA256; its candidate shipped) and
   fresh37_eval.jsonl and fresh38_eval.jsonl (the twenty-seventh, FRESH37_SHA256, FRESH38_SHA256; its candidate
   thresholds were not shipped) and fresh39_eval.jsonl and fresh40_eval.jsonl (the twenty-eighth, FRESH39_SHA256,
-  FRESH40_SHA256; its candidate word lists were not shipped); NOT training data
+  FRESH40_SHA256; its candidate word lists were not shipped) and fresh41_eval.jsonl and fresh42_eval.jsonl (the
+  twenty-ninth, FRESH41_SHA256, FRESH42_SHA256); NOT training data
   (promptset.HELD_OUT_FRESH_FILES): the held-out measure of new authors;
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
@@ -130,7 +131,7 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH27_SHA256, FRESH28_SHA256, FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256,
                                     FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
                                     FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256, FRESH39_SHA256,
-                                    FRESH40_SHA256, LANGUAGES,
+                                    FRESH40_SHA256, FRESH41_SHA256, FRESH42_SHA256, LANGUAGES,
                                     NAMES17_SHA256, SHORTPROBE25_SHA256,
                                     SHORTPROBE26_SHA256, load_prompt_set)
 
@@ -146,6 +147,7 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh33": FRESH33_SHA256, "fresh34": FRESH34_SHA256, "fresh35": FRESH35_SHA256, "fresh36": FRESH36_SHA256,
           "fresh37": FRESH37_SHA256, "fresh38": FRESH38_SHA256,
           "fresh39": FRESH39_SHA256, "fresh40": FRESH40_SHA256,
+          "fresh41": FRESH41_SHA256, "fresh42": FRESH42_SHA256,
           "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
           "shortprobe26": SHORTPROBE26_SHA256}
 

@@ -82,8 +82,8 @@ data, and so is text that is not a prompt (`_nonprompt_rows`: other projects' do
 Eighteenth round: fresh19-fresh22 are training data too, and so are the seventeenth round's seeds (`seeds17{s,t,u}`:
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
-(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh40: eighteen more authors, sealed during rounds
-17-28; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
+(`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh42: twenty more authors, sealed during rounds
+17-29; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
 and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never part of this build (a test checks
 it): with the held-out split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
 (`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
@@ -168,8 +168,9 @@ FRESH18_SHA256 = "add42df356e322a7a1871b3395b84bc058e9059fe5979c717af28260118cef
 # not shipped), fresh31 and fresh32, sealed while the twenty-second extended the name list, fresh33 and fresh34,
 # sealed while the twenty-third re-tested the extended list alone, fresh35 and fresh36, sealed while the
 # twenty-fourth trained the blend, fresh37 and fresh38, sealed while the twenty-seventh re-chose the thresholds,
-# and fresh39 and fresh40, sealed while the twenty-eighth edited the word lists (data/README.md).
-HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 41))
+# fresh39 and fresh40, sealed while the twenty-eighth edited the word lists, and fresh41 and fresh42, sealed while
+# the twenty-ninth trained on fresh23-fresh30 (data/README.md).
+HELD_OUT_FRESH_FILES = tuple(DATA_DIR / f"fresh{n}_eval.jsonl" for n in range(23, 43))
 FRESH19_SHA256 = "a3fc46cf893e760eb58ebd15d36546436a6e3d122770ff33a32e9b50f8a50ecd"
 FRESH20_SHA256 = "c397efea7275da6356014ee7d83410a40f775e0b5fa0d9aaf6fe7550ededd9e3"
 FRESH21_SHA256 = "3ac4c4ea53ac18a00d342f3bf5f1293621c2dcef45b8f344f5bcd8a1c1ea1a14"
@@ -202,9 +203,13 @@ FRESH38_SHA256 = "2a88d85055097093b8fb5ef6322b19b6b91a5e0c3379347bbd705138688413
 # policy's misses on fresh23-30 (scored once by the shipped lists and the edited ones, which were not shipped)
 FRESH39_SHA256 = "d6d3c7539c35cae1dfa5243ebea6e4a8ea49d44dc537a0cf50bae1befbc42685"
 FRESH40_SHA256 = "702568fba9d1b3e63df11b9e6ac831b531dd9638dc41d4c08d3e96317880d663"
+# fresh41 and fresh42: two more, sealed while the twenty-ninth round trained a candidate with fresh23-fresh30 as
+# training rows (scored once by the shipped classifier and that candidate)
+FRESH41_SHA256 = "40903a071b699c5dc66366ebb6344b26778f2c25082b1fba43d1d65beebc9df2"
+FRESH42_SHA256 = "1ec569aa37d9d40937408b7ebf0183e4d4fdf9519fef1d6252bb4a436e1c32f0"
 # The twenty-fifth round's short-prompt sets (data/README.md): three independent authors' prompts of 1-6 words (per
 # language 40 ordinary and 30 shared-word benign, 3 per hard category), and a fourth author's sealed probe of the same
-# shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh40. As training rows (weighted
+# shape (per language 20 + 20 benign, 2 per hard category), held out like fresh23-fresh42. As training rows (weighted
 # like a fresh set's, less any prompt equal to a held-out one: `_short_rows`) the three sets made a candidate that
 # missed that round's rule, so they were committed unread by the build. The twenty-sixth round read their *benign*
 # prompts only (`SHORT_LABELS`; the terse red-team ones stay unread): that candidate met its rule and ships.
@@ -482,7 +487,7 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
 
 
 def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
-    """The normalised text of every prompt of the held-out sets: fresh23-fresh40, names17 and the short probes."""
+    """The normalised text of every prompt of the held-out sets: fresh23-fresh42, names17 and the short probes."""
     paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE, SHORTPROBE26_FILE)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:

@@ -151,9 +151,9 @@ def test_fresh_sets_are_frozen_and_trained_on_since_round_11():
 
 
 def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
-    """fresh23-fresh40 (`HELD_OUT_FRESH_FILES`, sealed in rounds 17-28) never change, have the fresh sets' shape, and
-    are not in the build: no row of the prompt set comes from them. Twenty-nine of their prompts came out equal (after
-    normalisation) to a training prompt written independently (twenty-seven benign, one mass-harm, one
+    """fresh23-fresh42 (`HELD_OUT_FRESH_FILES`, sealed in rounds 17-29) never change, have the fresh sets' shape, and
+    are not in the build: no row of the prompt set comes from them. Thirty of their prompts came out equal (after
+    normalisation) to a training prompt written independently (twenty-eight benign, one mass-harm, one
     hate-symbols); they were scored as they are, and exactly these are allowed."""
     import hashlib
     import json
@@ -163,15 +163,15 @@ def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
                                          FRESH31_SHA256, FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256,
                                          FRESH35_SHA256, FRESH36_SHA256, FRESH37_SHA256,
                                          FRESH38_SHA256, FRESH39_SHA256, FRESH40_SHA256,
-                                         HELD_OUT_FRESH_FILES)
+                                         FRESH41_SHA256, FRESH42_SHA256, HELD_OUT_FRESH_FILES)
 
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in HELD_OUT_FRESH_FILES] == [
         FRESH23_SHA256, FRESH24_SHA256, FRESH25_SHA256, FRESH26_SHA256, FRESH27_SHA256, FRESH28_SHA256,
         FRESH29_SHA256, FRESH30_SHA256, FRESH31_SHA256, FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256,
         FRESH35_SHA256, FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256,
-        FRESH39_SHA256, FRESH40_SHA256]
+        FRESH39_SHA256, FRESH40_SHA256, FRESH41_SHA256, FRESH42_SHA256]
     rows = build_prompt_set()
-    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(23, 41)}
+    assert not {fresh_set_of(r) for r in rows} & {f"fresh{n}" for n in range(23, 43)}
     trained = {normalize(r["text"]) for r in rows}
     known = {"fresh23-de-benign-12", "fresh23-de-benign-20", "fresh23-de-benign-6", "fresh23-fr-benign-17",
              "fresh23-fr-benign-5", "fresh24-de-benign-32", "fresh24-de-benign-36",
@@ -180,7 +180,8 @@ def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
              "fresh27-de-benign-36", "fresh28-es-benign-45", "fresh28-it-benign-12", "fresh28-it-hate_symbols-2",
              "fresh29-fr-benign-37", "fresh30-de-benign-26", "fresh30-en-benign-31",
              "fresh31-fr-benign-35", "fresh31-it-benign-10", "fresh32-de-benign-40", "fresh32-en-benign-46",
-             "fresh34-es-benign-15", "fresh35-de-benign-15", "fresh36-es-benign-20", "fresh36-fr-benign-9"}
+             "fresh34-es-benign-15", "fresh35-de-benign-15", "fresh36-es-benign-20", "fresh36-fr-benign-9",
+             "fresh42-de-benign-31"}
     for path in HELD_OUT_FRESH_FILES:
         sealed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         assert len(sealed) == 650 and Counter(r["lang"] for r in sealed) == {lang: 130 for lang in LANGUAGES}
