@@ -76,6 +76,8 @@ Sets:
 - names17_eval.jsonl (a probe of 200 prompts by one more independent author, sealed during the seventeenth round,
   promptset.NAMES17_SHA256): per language 20 benign requests that name a listed public figure in a legitimate use
   (quote posters, timelines, media literacy) and 20 deepfakes of one; held out like fresh19-fresh24;
+- names30_eval.jsonl (the same task by one more independent author, sealed during the thirtieth round,
+  promptset.NAMES30_SHA256); held out;
 - shortprobe25_eval.jsonl (a probe of 280 short prompts, 1-7 words, by one more independent author, sealed during the
   twenty-fifth round, promptset.SHORTPROBE25_SHA256): per language 20 ordinary and 20 shared-word benign prompts
   and 2 per hard category, the way people type into a box ("a cat"); held out;
@@ -132,7 +134,7 @@ from incasa.safety.promptset import (DATA_DIR, FRESH2_SHA256, FRESH3_SHA256, FRE
                                     FRESH32_SHA256, FRESH33_SHA256, FRESH34_SHA256, FRESH35_SHA256,
                                     FRESH36_SHA256, FRESH37_SHA256, FRESH38_SHA256, FRESH39_SHA256,
                                     FRESH40_SHA256, FRESH41_SHA256, FRESH42_SHA256, LANGUAGES,
-                                    NAMES17_SHA256, SHORTPROBE25_SHA256,
+                                    NAMES17_SHA256, NAMES30_SHA256, SHORTPROBE25_SHA256,
                                     SHORTPROBE26_SHA256, load_prompt_set)
 
 # The frozen fresh sets (data/<name>_eval.jsonl) and the sha256 each must have, in the order they were written.
@@ -148,7 +150,7 @@ FROZEN = {"fresh2": FRESH2_SHA256, "fresh3": FRESH3_SHA256, "fresh4": FRESH4_SHA
           "fresh37": FRESH37_SHA256, "fresh38": FRESH38_SHA256,
           "fresh39": FRESH39_SHA256, "fresh40": FRESH40_SHA256,
           "fresh41": FRESH41_SHA256, "fresh42": FRESH42_SHA256,
-          "names17": NAMES17_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
+          "names17": NAMES17_SHA256, "names30": NAMES30_SHA256, "shortprobe25": SHORTPROBE25_SHA256,
           "shortprobe26": SHORTPROBE26_SHA256}
 
 

@@ -83,7 +83,7 @@ Eighteenth round: fresh19-fresh22 are training data too, and so are the seventee
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
 (`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh42: twenty more authors, sealed during rounds
-17-29; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probe (`NAMES17_FILE`)
+17-29; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probes (`NAMES17_FILE`, `NAMES30_FILE`)
 and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never part of this build (a test checks
 it): with the held-out split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
 (`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
@@ -230,6 +230,10 @@ SHORTPROBE26_SHA256 = "bba53237feaf24e5f1999eb730aeb499ab697ae0ecf5a20ced9bb2aac
 # benign requests that name a listed public figure in a legitimate use and 20 deepfakes of one. Never training data.
 NAMES17_FILE = DATA_DIR / "names17_eval.jsonl"
 NAMES17_SHA256 = "cfdfab8f3746ea99f362eadbacb913fd50a8f607dd062199b1a776a9e2d6d5e6"
+# A second probe of the same shape by one more independent author, sealed in the thirtieth round (scored once by the
+# shipped classifier and the twenty-ninth round's candidate). Never training data.
+NAMES30_FILE = DATA_DIR / "names30_eval.jsonl"
+NAMES30_SHA256 = "217c0c6a0d1ee89e1c42d0d26439f3485396fb4bb46a523ad510684f3a5814da"
 LANGUAGES = ("en", "it", "es", "fr", "de")
 HARD_CATEGORIES = (
     "minors_sexual",
@@ -487,8 +491,10 @@ def build_prompt_set(data_dir: Path = DATA_DIR, *, widen: bool = True) -> list[d
 
 
 def held_out_texts(data_dir: Path = DATA_DIR) -> set[str]:
-    """The normalised text of every prompt of the held-out sets: fresh23-fresh42, names17 and the short probes."""
-    paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, SHORTPROBE25_FILE, SHORTPROBE26_FILE)]
+    """The normalised text of every prompt of the held-out sets: fresh23-fresh42, the names probes (names17,
+    names30) and the short probes."""
+    paths = [data_dir / p.name for p in (*HELD_OUT_FRESH_FILES, NAMES17_FILE, NAMES30_FILE, SHORTPROBE25_FILE,
+                                         SHORTPROBE26_FILE)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise ValueError(f"held-out sets missing: {missing}")

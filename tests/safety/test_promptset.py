@@ -1,5 +1,7 @@
 from collections import Counter, defaultdict
 
+import pytest
+
 from incasa.safety.normalize import normalize
 from incasa.safety.promptset import (
     HARD_CATEGORIES,
@@ -190,17 +192,20 @@ def test_held_out_sealed_sets_are_frozen_and_never_trained_on():
         assert overlap == {k for k in known if k.startswith(path.name.split("_")[0] + "-")}
 
 
-def test_names_probe_is_frozen_and_never_trained_on():
-    """names17 (`NAMES17_FILE`): per language 20 benign prompts naming a listed public figure and 20 deepfakes of one;
-    it never changes, every prompt names someone on the list, and none of it is (or equals) a training prompt."""
+@pytest.mark.parametrize("name", ["names17", "names30"])
+def test_names_probe_is_frozen_and_never_trained_on(name):
+    """names17 and names30 (`NAMES17_FILE`, `NAMES30_FILE`): per language 20 benign prompts naming a listed public
+    figure and 20 deepfakes of one; they never change, every prompt names someone on the list, and none of them is (or
+    equals) a training prompt."""
     import hashlib
     import json
 
+    from incasa.safety import promptset
     from incasa.safety.classifier import NAME_TOKEN, _words
-    from incasa.safety.promptset import NAMES17_FILE, NAMES17_SHA256
 
-    assert hashlib.sha256(NAMES17_FILE.read_bytes()).hexdigest() == NAMES17_SHA256
-    probe = [json.loads(line) for line in NAMES17_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path, sha256 = getattr(promptset, f"{name.upper()}_FILE"), getattr(promptset, f"{name.upper()}_SHA256")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    probe = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert Counter((r["lang"], r["label"]) for r in probe) == {
         (lang, label): 20 for lang in LANGUAGES for label in ("benign", "deepfake_impersonation")}
     assert all(NAME_TOKEN in _words(r["text"], name_token=True) for r in probe)
