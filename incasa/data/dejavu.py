@@ -35,7 +35,8 @@ therefore met on blob at both points and on Noto for recall, not for precision: 
 negatives where 0.99 allows 10, where its calibration half had 7-10. A threshold calibrated at exactly 0.99 lands
 within a few false matches either side of it on unseen queries. The two-net verifier before it (session 27): Noto
 0.987 / 0.971 (margin 0.992 / 0.962), blob 0.994 / 0.956 (margin 0.994 / 0.940); the three-style one before that:
-Noto 0.989 / 0.972 (margin 0.990 / 0.967), blob 0.993 / 0.932 (margin 0.994 / 0.916). (A copy matched to its original's exact mirror twin, such as the right-facing runner of a left-facing one,
+Noto 0.989 / 0.972 (margin 0.990 / 0.967), blob 0.993 / 0.932 (margin 0.994 / 0.916).
+(A copy matched to its original's exact mirror twin, such as the right-facing runner of a left-facing one,
 counts as found since 25 Nov 2026; counted as wrong, as before: 0.986 / 0.969, 15.) Since 26 Nov 2026 the verifier
 also judges each candidate against made-up skin tones of it (``dejavu_verify.tone_rivals``): the false matches that
 outscored copies on the calibration half were mostly

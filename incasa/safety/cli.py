@@ -125,9 +125,9 @@ def check_image_cmd(
 
 @app.command(
     help="Build the prompt set from the hand-written seeds, the fresh sets fresh..fresh22 (training data since "
-         "round 11, their rows weighted by --fresh-weight; fresh23-fresh42, the names17 probe and the two short "
-         "probes shortprobe25 and shortprobe26 stay held out) and other projects' docstrings (benign non-prompt "
-         "text), and retrain the prompt classifier (~45 min on one core).",
+         "round 11, their rows weighted by --fresh-weight; fresh23-fresh42, the names17 and names30 probes and the "
+         "two short probes shortprobe25 and shortprobe26 stay held out) and other projects' docstrings (benign "
+         "non-prompt text), and retrain the prompt classifier (~45 min on one core).",
 )
 def train(
     c: float = typer.Option(20.0, help="Inverse L2 regularisation of the logistic regression."),

@@ -83,10 +83,10 @@ Eighteenth round: fresh19-fresh22 are training data too, and so are the seventee
 three authors on the boundary between a legitimate mention of a public figure and a deepfake, committed unread when
 that round's candidate missed its rule); the classifier weighs a fresh set's row three times a seed's
 (`classifier.fresh_weights`). `HELD_OUT_FRESH_FILES` (fresh23-fresh42: twenty more authors, sealed during rounds
-17-29; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probes (`NAMES17_FILE`, `NAMES30_FILE`)
-and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never part of this build (a test checks
-it): with the held-out split they are what a trained classifier has not seen. The twenty-fifth round's three short-prompt training sets
-(`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
+17-29; rounds 19 and 20 tried fresh23-fresh26 as training rows and did not ship it), the names probes
+(`NAMES17_FILE`, `NAMES30_FILE`) and the short-prompt probes (`SHORTPROBE25_FILE`, `SHORTPROBE26_FILE`) are never
+part of this build (a test checks it): with the held-out split they are what a trained classifier has not seen. The
+twenty-fifth round's three short-prompt training sets (`SHORT_FILES`) were committed unread when their candidate missed that round's rule; since the twenty-sixth round
 their benign prompts are read (`READ_SHORT_SETS`, `SHORT_LABELS`), their terse red-team prompts are not.
 
 Before the eleventh round the evaluation-only sets `FRESH_FILES` were never part of this build; the second was
